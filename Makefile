@@ -1,0 +1,33 @@
+# Two entry points (see README): `make run` sets everything up and runs the main job; `make test` runs the checks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast lint bench setup
+
+setup: $(STAMP)
+
+# (Re)install when pyproject.toml changes. pip resolves torch==2.13.0 to the local CPU wheel on our machines.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,cpu,dev]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/s2d model run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+# Everything but the few tests marked slow (full-size ViT-B); CI runs `make test`.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_model.py

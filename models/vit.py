@@ -1,0 +1,72 @@
+"""Vision Transformer pieces with timm's module names, so ViT / MAE / S2D state dicts load without renaming.
+
+Pre-norm blocks, exact GELU, no layer scale; attention through `scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens: [N, 3, H, W] -> [N, (H/p)*(W/p), D], row-major patch order."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"expected {self.img_size}x{self.img_size} frames, got {tuple(x.shape[-2:])}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # [N, D, h, w] -> [N, h*w, D]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention along the second-to-last axis of [..., L, D] (timm names: qkv, proj).
+
+    The leading axes are batch axes, so the ViT attends over tokens ([N, L, D]) and the TMA over frames
+    ([B, L, T, d]) with the same module.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dim = x.shape[-1]
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, dim // self.num_heads))  # [..., L, 3, heads, hd]
+        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2).unbind(0)  # each [..., heads, L, hd]
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(-3, -2).flatten(-2))  # [..., L, heads * hd] -> [..., L, D]
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
