@@ -32,7 +32,7 @@ FORMAT_KEY = "s2d_format"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason in words."""
 
 
@@ -58,9 +58,10 @@ def read_pickle_checkpoint(path: str | Path) -> dict[str, Any]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = found.group(1) if found else "an object outside the allow-list"
+        if not found:
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {err}") from None
         raise CheckpointError(
-            f"refusing to load {path}: it needs the Python object {what}, which is not on the allow-list "
+            f"refusing to load {path}: it needs the Python object {found.group(1)}, which is not on the allow-list "
             f"({', '.join(g.__module__ + '.' + g.__qualname__ for g in ALLOWED_GLOBALS)}). Loading it would run code "
             "from the file; re-save its state dict from a trusted environment instead."
         ) from None

@@ -83,20 +83,15 @@ def cmd_model_run(args: argparse.Namespace) -> int:
     import torch
 
     from models import IMAGENET_MEAN, IMAGENET_STD, create_model, get_config
-    from models.checkpoint import CheckpointError, load_any
+    from models.checkpoint import load_any
 
-    try:
-        if args.checkpoint:
-            base = get_config(args.name, num_classes=args.num_classes)
-            model = load_any(args.checkpoint, base, args.landmark)
-            source = args.checkpoint
-        else:
-            torch.manual_seed(0)
-            model = create_model(args.name, **_model_overrides(args))
-            source = "fresh random weights (no checkpoint given): the probabilities below mean nothing yet"
-    except (CheckpointError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.checkpoint:
+        model = load_any(args.checkpoint, get_config(args.name, num_classes=args.num_classes), args.landmark)
+        source = args.checkpoint
+    else:
+        torch.manual_seed(0)
+        model = create_model(args.name, **_model_overrides(args))
+        source = "fresh random weights (no checkpoint given): the probabilities below mean nothing yet"
     cfg = model.config
     frames = sample_clip(cfg.num_frames, cfg.img_size)  # [T, H, W, 3] uint8
     clip = torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)  # [3, T, H, W]
@@ -142,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as err:  # bad names, shapes or files: a message, no traceback
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
