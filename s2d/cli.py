@@ -107,6 +107,42 @@ def cmd_model_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import run
+
+    _setup_logging()
+    summary = run(load_config(args.config, args.overrides))
+    brief = ("uar", "war", "num_samples", "selected_epoch", "validation", "stopped_after_epoch")
+    print(json.dumps({k: summary[k] for k in brief if k in summary}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from training.config import DataSection
+    from training.evaluation import evaluate_checkpoint
+
+    _setup_logging()
+    data = DataSection(
+        dataset=args.data,
+        root=args.root,
+        fold=args.fold,
+        test_views=args.views,
+        test_crops=args.crops,
+        num_workers=args.workers,
+        on_error=args.on_error,
+    )
+    summary = evaluate_checkpoint(args.checkpoint, data, args.split, args.out, args.precision, args.landmark)
+    print(json.dumps({k: summary[k] for k in ("uar", "war", "num_samples", "per_class_recall")}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2d", description="S2D facial expression recognition on video")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", help="our .safetensors checkpoint or an official S2D .pth")
     run.add_argument("--landmark", help="MobileFaceNet checkpoint (with an official S2D checkpoint)")
     run.set_defaults(func=cmd_model_run)
+
+    train = commands.add_parser(
+        "train", help="train with a recipe file (configs/*.yaml); torchrun for several processes"
+    )
+    train.add_argument("config", help="YAML recipe, e.g. configs/dfew_fold1.yaml")
+    train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=2e-5 data.root=/data/DFEW")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a dataset split (UAR, WAR, confusion)")
+    evaluate.add_argument("checkpoint", help="our .safetensors checkpoint or an official S2D .pth")
+    evaluate.add_argument(
+        "--data", required=True, help="dfew, ferv39k, mafw, rafdb, affectnet7, affectnet8, ferplus, folder"
+    )
+    evaluate.add_argument("--root", required=True, help="dataset root folder")
+    evaluate.add_argument("--fold", type=int, default=None)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--views", type=int, default=2, help="temporal views (first and last window)")
+    evaluate.add_argument("--crops", type=int, default=2, help="spatial crops per view")
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    evaluate.add_argument("--landmark", help="MobileFaceNet checkpoint (with an official S2D checkpoint)")
+    evaluate.add_argument("--on-error", default="skip", choices=("skip", "fail"))
+    evaluate.add_argument("--out", help="folder for the JSON report and confusion-matrix PNG")
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -21,6 +21,7 @@ class ModelSection:
     name: str = "s2d_base"
     num_classes: int = 7
     num_frames: int = 16
+    depth: int | None = None  # fewer blocks than the variant (smoke runs, the demo model); None keeps the variant's
     head_dropout: float = 0.5
     init: str | None = None  # MAE / static-stage checkpoint (.pth) or our .safetensors
     landmark: str | None = None  # MobileFaceNet checkpoint; without it the landmark network keeps random weights
@@ -88,6 +89,7 @@ class TrainConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int | None = None  # smoke runs
+    stop_after_epoch: int | None = None  # end the process after this epoch (time-limited jobs); rerun to resume
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     augment: AugmentSection = field(default_factory=AugmentSection)

@@ -114,13 +114,12 @@ def _optimizer_step(model: nn.Module, optimizer, scaler, clip_grad: float | None
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, settings: StepSettings) -> torch.Tensor:
-    """Confusion matrix summed over processes. Items are clips [B, 3, T, H, W] or views [B, V, 3, T, H, W]; the
-    softmax outputs of a clip's views are averaged."""
+    """Confusion matrix summed over processes. Items are clips [B, 3, T, H, W] or views [B, V..., 3, T, H, W]
+    (temporal views x crops); the softmax outputs of a clip's views are averaged."""
     model.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=settings.device)
     for views, labels in loader:
-        if views.dim() == 5:
-            views = views.unsqueeze(1)
+        views = views.reshape(views.shape[0], -1, *views.shape[-4:])  # [B, V, 3, T, H, W]
         batch, num_views = views.shape[:2]
         with settings.autocast():
             logits, _ = model(views.flatten(0, 1).to(settings.device, non_blocking=True))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .config import TrainConfig
+from .config import DataSection, TrainConfig
 from .data.augment import VideoTransform
 from .data.datasets import ClipDataset, ImageDataset, class_balanced_weights, stratified_split
 from .data.layouts import DatasetIndex, load_index
@@ -35,16 +35,19 @@ def subset(index: DatasetIndex, positions) -> DatasetIndex:
     return dataclasses.replace(index, samples=[index.samples[i] for i in positions])
 
 
+def load_split(data: DataSection, split: str) -> DatasetIndex:
+    """One split of the configured dataset, with what the loader noticed written to the log."""
+    index = load_index(data.dataset, data.root, split, fold=data.fold, on_error=data.on_error)
+    for note in index.notes:
+        log.info("%s %s: %s", index.name, split, note)
+    if index.problems:
+        log.warning("%s %s: %d rows skipped, e.g. %s", index.name, split, len(index.problems), index.problems[0])
+    return index
+
+
 def build_splits(cfg: TrainConfig) -> Splits:
-    d = cfg.data
-    train = load_index(d.dataset, d.root, "train", fold=d.fold, on_error=d.on_error)
-    test = load_index(d.dataset, d.root, "test", fold=d.fold, on_error=d.on_error)
-    for index in (train, test):
-        for note in index.notes:
-            log.info("%s: %s", index.name, note)
-        if index.problems:
-            log.warning("%s: %d rows skipped, e.g. %s", index.name, len(index.problems), index.problems[0])
-    train_pos, val_pos = stratified_split(train.labels, d.val_fraction, cfg.seed)
+    train, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
+    train_pos, val_pos = stratified_split(train.labels, cfg.data.val_fraction, cfg.seed)
     return Splits(list(train.classes), subset(train, train_pos), subset(train, val_pos), test)
 
 

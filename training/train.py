@@ -48,6 +48,8 @@ def build_model(cfg: TrainConfig, num_classes: int):
     overrides = {"num_classes": num_classes, "head_dropout": m.head_dropout}
     if not image:
         overrides["num_frames"] = m.num_frames
+    if m.depth is not None:
+        overrides["depth"] = m.depth
     model = create_model(m.name, image=image, img_size=cfg.data.img_size, **overrides)
     if m.init:
         ours = m.init.endswith(".safetensors")
@@ -212,6 +214,10 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
                 best=best,
             )
         barrier()
+        if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch + 1 < o.epochs:
+            logger.close()
+            log.info("stopping after epoch %d as configured; run again to resume", epoch)
+            return {"stopped_after_epoch": epoch, "validation": best}
     logger.close()
     return final_test(cfg, splits, dist, settings, best)
 
