@@ -118,7 +118,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import run
 
     _setup_logging()
-    summary = run(load_config(args.config, args.overrides))
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # no recipe file: everything from overrides
+        config, overrides = None, [config, *overrides]
+    summary = run(load_config(config, overrides))
     brief = ("uar", "war", "num_samples", "selected_epoch", "validation", "stopped_after_epoch")
     print(json.dumps({k: summary[k] for k in brief if k in summary}, indent=2))
     return 0
@@ -172,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train with a recipe file (configs/*.yaml); torchrun for several processes"
     )
-    train.add_argument("config", help="YAML recipe, e.g. configs/dfew_fold1.yaml")
+    train.add_argument("config", nargs="?", help="YAML recipe, e.g. configs/dfew_fold1.yaml (optional)")
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=2e-5 data.root=/data/DFEW")
     train.set_defaults(func=cmd_train)
 

@@ -165,7 +165,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
     criterion = build_criterion(cfg, mixup)
     anchors = None
     if cfg.sdl.enabled:
-        sdl_cfg = SDLConfig(**dataclasses.asdict(cfg.sdl) | {"enabled": None})  # type: ignore[arg-type]
+        sdl_cfg = SDLConfig(**{k: v for k, v in dataclasses.asdict(cfg.sdl).items() if k != "enabled"})
         anchors = EmotionAnchors(len(classes), model.config.embed_dim, sdl_cfg).to(dist.device)
     val_loader = build_eval_loader(cfg, splits.val, dist)
 
