@@ -26,7 +26,7 @@ class ModelSection:
     init: str | None = None  # MAE / static-stage checkpoint (.pth) or our .safetensors
     landmark: str | None = None  # MobileFaceNet checkpoint; without it the landmark network keeps random weights
     train_backbone: bool = False  # static stage may fine-tune the whole ViT; the video stage keeps it frozen
-    disable_tma: bool = False  # ablation: the video model without its temporal adapters
+    disable_tma: bool = False  # ablation: no TMAs and a zero, frozen temporal embedding (frames become a bag)
     grad_checkpointing: bool = False
 
 

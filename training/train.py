@@ -60,9 +60,12 @@ def build_model(cfg: TrainConfig, num_classes: int):
         model.landmark.load_mobilefacenet_state_dict(load_mobilefacenet_checkpoint(m.landmark))
     else:
         log.warning("no landmark checkpoint configured: the landmark network keeps random (frozen) weights")
-    if m.disable_tma:
+    if m.disable_tma:  # ablation without temporal modelling: no TMAs, and no frame positions for them to use
         for block in model.s2d.prompt_blocks:
             block.TMA = None
+        if model.s2d.temporal_embedding is not None:
+            model.s2d.temporal_embedding.data.zero_()
+            model.s2d.temporal_embedding.requires_grad_(False)
     if m.train_backbone:
         for name, param in model.s2d.named_parameters():
             param.requires_grad_(name != "pos_embed")
