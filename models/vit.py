@@ -39,11 +39,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dim = x.shape[-1]
+        dim, n = x.shape[-1], x.dim() + 2
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, dim // self.num_heads))  # [..., L, 3, heads, hd]
-        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2).unbind(0)  # each [..., heads, L, hd]
+        # -> [3, ..., heads, L, hd]; explicit non-negative axes keep the exported ONNX Transpose valid
+        q, k, v = qkv.permute(n - 3, *range(n - 4), n - 2, n - 4, n - 1).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(-3, -2).flatten(-2))  # [..., L, heads * hd] -> [..., L, D]
+        return self.proj(x.transpose(n - 4, n - 3).flatten(n - 3))  # [..., L, heads * hd] -> [..., L, D]
 
 
 class Mlp(nn.Module):

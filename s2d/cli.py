@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 # DFEW's class order, the one S2D's 7-class checkpoints use.
 DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
@@ -146,6 +147,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from models import get_config
+    from models.checkpoint import load_any, load_checkpoint
+    from training.data.layouts import DATASET_CLASSES
+    from training.export import export_onnx, onnx_parity, write_card
+
+    if args.checkpoint.endswith(".safetensors"):
+        model, meta = load_checkpoint(args.checkpoint)
+    else:
+        model, meta = load_any(args.checkpoint, get_config("s2d_base"), args.landmark), {}
+    classes = args.classes.split(",") if args.classes else meta.get("classes")
+    if classes is None and args.dataset:
+        classes = list(DATASET_CLASSES[args.dataset])
+    if classes is None:
+        raise ValueError("the checkpoint does not name its classes: pass --classes a,b,c or --dataset NAME")
+    out = Path(args.output)
+    onnx_path = export_onnx(model, out / "model.onnx")
+    parity = onnx_parity(model, onnx_path)
+    sampling = {"frames_per_window": model.config.num_frames, "window_seconds": args.window_seconds}
+    card = write_card(out, model, classes, args.checkpoint, sampling=sampling, parity={"onnxruntime_cpu_fp32": parity})
+    print(f"wrote {onnx_path} and {card}")
+    print(f"ONNX Runtime CPU vs PyTorch fp32: max |dlogit| {parity['max_abs_logit_diff']:.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2d", description="S2D facial expression recognition on video")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--on-error", default="skip", choices=("skip", "fail"))
     evaluate.add_argument("--out", help="folder for the JSON report and confusion-matrix PNG")
     evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser("export", help="write model.onnx (uint8 face clips in, probabilities out) + card.json")
+    export.add_argument("checkpoint", help="our .safetensors checkpoint or an official S2D .pth")
+    export.add_argument("-o", "--output", required=True, help="output folder")
+    export.add_argument("--classes", help="comma-separated class names, in order (default: from the checkpoint)")
+    export.add_argument("--dataset", help="take the class names of this dataset (dfew, ferv39k, mafw, ...)")
+    export.add_argument("--landmark", help="MobileFaceNet checkpoint (with an official S2D checkpoint)")
+    export.add_argument(
+        "--window-seconds", type=float, default=2.0, help="duration the model's training clips covered (default 2.0)"
+    )
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from models.config import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the model side
+
 MAX_LEVEL = 10.0
 FILL = (128, 128, 128)  # timm's fill for pixels that geometric ops bring in from outside the frame
 
