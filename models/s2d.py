@@ -198,9 +198,6 @@ class S2DModel(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.s2d.set_grad_checkpointing(enable)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.s2d.parameters() if p.requires_grad]
-
 
 def count_parameters(net: S2DNet) -> tuple[int, int]:
     """(total, trainable-by-the-official-rule) parameters of the S2D network, landmark network excluded."""
