@@ -39,12 +39,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dim, n = x.shape[-1], x.dim() + 2
-        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, dim // self.num_heads))  # [..., L, 3, heads, hd]
-        # -> [3, ..., heads, L, hd]; explicit non-negative axes keep the exported ONNX Transpose valid
-        q, k, v = qkv.permute(n - 3, *range(n - 4), n - 2, n - 4, n - 1).unbind(0)
+        lead, (length, dim) = x.shape[:-2], x.shape[-2:]
+        x = x.reshape(-1, length, dim)  # leading axes folded into one batch axis: plain 4-D attention (ONNX-friendly)
+        n = x.shape[0]
+        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [N, heads, L, hd]
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(n - 4, n - 3).flatten(n - 3))  # [..., L, heads * hd] -> [..., L, D]
+        x = self.proj(x.transpose(1, 2).reshape(n, length, dim))
+        return x.reshape(*lead, length, dim)
 
 
 class Mlp(nn.Module):

@@ -39,26 +39,28 @@ class UInt8ClipClassifier(nn.Module):
         return logits, logits.softmax(dim=-1), features
 
 
-def export_onnx(model: S2DModel, path: str | Path, opset: int = OPSET) -> Path:
-    """Trace the uint8 classifier to ONNX with a dynamic batch axis (TorchScript exporter: no extra packages)."""
+def export_onnx(model: S2DModel, path: str | Path, opset: int = OPSET, max_batch: int = 256) -> Path:
+    """Export the uint8 classifier with torch.export (the current ONNX exporter), batch axis dynamic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     wrapper = UInt8ClipClassifier(model).eval()
-    example = torch.zeros(1, cfg.num_frames, cfg.img_size, cfg.img_size, 3, dtype=torch.uint8)
+    example = torch.zeros(2, cfg.num_frames, cfg.img_size, cfg.img_size, 3, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
     tmp = path.with_name(path.name + ".tmp")
     with torch.no_grad():
-        torch.onnx.export(
+        program = torch.onnx.export(
             wrapper,
             (example,),
-            str(tmp),
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}},
+            dynamic_shapes=({0: batch},),
             opset_version=opset,
-            dynamo=False,
+            dynamo=True,
+            verbose=False,
         )
-    tmp.replace(path)
+    program.save(str(tmp))
+    tmp.replace(path)  # atomic: a crash never leaves a half-written model under the real name
     return path
 
 
