@@ -71,3 +71,10 @@ def test_s2d_export_writes_model_and_card(tmp_path):
     assert card["input"]["layout"] == "BTHWC" and card["input"]["dtype"] == "uint8"
     assert card["source_checkpoint"]["sha256"] and card["parity"]["onnxruntime_cpu_fp32"]["max_abs_logit_diff"] <= 1e-4
     assert (tmp_path / "out" / "model.onnx").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_full_size_base_model_exports_with_parity(tmp_path):
+    model = randomize_(create_model("s2d_base")).eval()
+    parity = onnx_parity(model, export_onnx(model, tmp_path / "model.onnx"), batch=1)
+    assert parity["max_abs_logit_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
