@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,3 +32,16 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 tensor.copy_(0.05 * noise)
     return module
+
+
+def resize_to_tensor(size: int) -> Callable[[np.ndarray], torch.Tensor]:
+    """A plain eval transform: resize each frame to size x size, scale to [0, 1], return [C, T, H, W] float.
+
+    Not normalised, so tests can read pixel values back; training uses training.data.augment.VideoTransform.
+    """
+
+    def transform(frames: np.ndarray) -> torch.Tensor:
+        resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+        return torch.from_numpy(resized).permute(3, 0, 1, 2).float().div_(255.0)
+
+    return transform

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import resize_to_tensor
 from training.data import frames as sampling
 from training.data.datasets import (
     ClipDataset,
     ImageDataset,
     class_balanced_weights,
-    resize_to_tensor,
     stratified_split,
 )
 from training.data.frames import FrameError, load_clip, read_frame, train_window, uniform_indices, uniform_times

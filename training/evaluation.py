@@ -33,12 +33,11 @@ def evaluate_checkpoint(
             model=ModelSection(name=cfg.name, num_classes=cfg.num_classes, num_frames=cfg.num_frames),
             data=data,
         )
-        train_cfg.optim.batch_size = batch_size * 2  # eval batches are half the training batch
         index = load_split(data, split)
         if len(index.classes) != cfg.num_classes:
             raise ValueError(f"{checkpoint} has {cfg.num_classes} classes but {data.dataset} has {len(index.classes)}")
         settings = StepSettings(dist.device, precision)
-        matrix = evaluate(model, build_eval_loader(train_cfg, index, dist), cfg.num_classes, settings)
+        matrix = evaluate(model, build_eval_loader(train_cfg, index, dist, batch_size), cfg.num_classes, settings)
         summary = summarize(matrix, list(index.classes))
         summary.update(checkpoint=str(checkpoint), split=split, data=dataclasses.asdict(data))
         if out_dir is not None and dist.is_main:

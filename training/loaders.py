@@ -119,12 +119,15 @@ def build_train_loader(cfg: TrainConfig, index: DatasetIndex, dist: DistInfo) ->
     return loader, sampler
 
 
-def build_eval_loader(cfg: TrainConfig, index: DatasetIndex, dist: DistInfo) -> DataLoader:
+def build_eval_loader(
+    cfg: TrainConfig, index: DatasetIndex, dist: DistInfo, batch_size: int | None = None
+) -> DataLoader:
+    """Every item once, sharded by rank; batches default to half the training batch (each item holds several views)."""
     dataset = make_dataset(cfg, index, train=False)
     sampler = ShardedSampler(len(dataset), dist, cfg.seed, "sequential")
     return DataLoader(
         dataset,
-        batch_size=max(1, cfg.optim.batch_size // 2),
+        batch_size=batch_size or max(1, cfg.optim.batch_size // 2),
         sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=dist.device.type == "cuda",

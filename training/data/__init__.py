@@ -4,7 +4,7 @@
 `ClipDataset` / `ImageDataset` turn an index into training items; `make_synthetic_dfew` writes test data.
 """
 
-from .datasets import ClipDataset, ImageDataset, class_balanced_weights, resize_to_tensor, stratified_split
+from .datasets import ClipDataset, ImageDataset, class_balanced_weights, stratified_split
 from .frames import FrameError, load_clip, read_frame, test_windows, train_window, uniform_indices, uniform_times
 from .layouts import DATASET_CLASSES, DATASETS, DatasetError, DatasetIndex, Sample, list_frames, load_index
 from .synthetic import SyntheticSet, draw_face, make_synthetic_dfew
@@ -26,7 +26,6 @@ __all__ = [
     "load_index",
     "make_synthetic_dfew",
     "read_frame",
-    "resize_to_tensor",
     "stratified_split",
     "test_windows",
     "train_window",

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.context import get_spawning_popen
 
-import cv2
 import numpy as np
 import torch
 
@@ -230,16 +229,3 @@ def class_balanced_weights(labels: Sequence[int]) -> list[float]:
     if labels_arr.size == 0:
         return []
     return (1.0 / np.bincount(labels_arr)[labels_arr]).tolist()
-
-
-def resize_to_tensor(size: int) -> Transform:
-    """A plain eval transform: resize each frame to size x size, scale to [0, 1], return [C, T, H, W] float.
-
-    For tests, demos and smoke runs; the training recipe uses the augmentation module's transforms instead.
-    """
-
-    def transform(frames: np.ndarray) -> torch.Tensor:
-        resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-        return torch.from_numpy(resized).permute(3, 0, 1, 2).float().div_(255.0)
-
-    return transform
