@@ -1,0 +1,154 @@
+"""The FastAPI application: `create_app(settings)`; models load at start-up, warm up in the background.
+
+Start-up fails (the process exits with the reason) when a requested ONNX Runtime provider is unavailable, a model is
+missing or its card is invalid. /healthz answers at once; /readyz and the model routes answer 503 until every model
+is warmed up at every batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import metrics
+from service.errors import (
+    InvalidParametersError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServiceError,
+    UndecodableError,
+)
+from service.pipeline import Limits
+from service.registry import ModelRegistry
+from service.routes import classify, health, models
+from service.settings import Settings, load_settings
+from service.uploads import UploadAborted
+
+log = logging.getLogger(__name__)
+
+
+def error_response(err: ServiceError, request_id: str | None) -> JSONResponse:
+    metrics.ERRORS.labels(err.code).inc()
+    body = {"error": {"code": err.code, "message": err.message, "request_id": request_id}}
+    if err.details:
+        body["error"]["details"] = err.details
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+
+def _request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, err: ServiceError) -> JSONResponse:
+        return error_response(err, _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]} for e in err.errors()
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return error_response(InvalidParametersError(summary, details={"errors": problems}), _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        kind = {404: NotFoundError, 405: MethodNotAllowedError}.get(err.status_code)
+        if kind is not None:
+            return error_response(kind(str(err.detail)), _request_id(request))
+        generic = ServiceError(str(err.detail))
+        generic.status, generic.code = err.status_code, f"http_{err.status_code}"
+        return error_response(generic, _request_id(request))
+
+    @app.exception_handler(UploadAborted)
+    async def aborted(request: Request, err: UploadAborted) -> JSONResponse:
+        # The client is gone; nobody reads this. 499 is the conventional "client closed request" in logs.
+        return JSONResponse({"error": {"code": "client_closed", "message": "client disconnected"}}, status_code=499)
+
+    try:  # media errors carry their own stable code and status (service.media, the face pipeline's decoder)
+        from service.media import MediaError
+
+        @app.exception_handler(MediaError)
+        async def media_error(request: Request, err: MediaError) -> JSONResponse:
+            typed = ServiceError(str(err), details={"reason": err.reason} if err.reason != err.code else None)
+            typed.status, typed.code = err.http_status, err.code
+            return error_response(typed, _request_id(request))
+    except ImportError:  # pragma: no cover - the decoder module is part of the service
+        pass
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=err)  # the trace goes to the log, never to the client
+        if _is_decoder_error(err):
+            return error_response(UndecodableError(f"the media could not be decoded: {err}"), _request_id(request))
+        internal = ServiceError("internal error; the request id finds the details in the server log")
+        return error_response(internal, _request_id(request))
+
+
+def _is_decoder_error(err: Exception) -> bool:
+    return type(err).__module__.startswith("av.")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry(settings)
+        registry.load()  # raises: the server does not start without its models
+        registry.start()
+        app.state.registry = registry
+        app.state.pipeline_executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
+        warmup = asyncio.create_task(registry.warmup(), name="warmup")
+        try:
+            yield
+        finally:
+            warmup.cancel()
+            await asyncio.gather(warmup, return_exceptions=True)
+            await registry.stop()
+            app.state.pipeline_executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="S2D facial expression service",
+        version="1.0",
+        description="Per-person facial expression recognition on video (S2D on ONNX Runtime). Errors are JSON "
+        "bodies `{error: {code, message, request_id}}` with stable codes.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.active_requests = 0
+    app.state.limits = Limits(
+        max_video_seconds=settings.max_video_seconds,
+        max_pixels=settings.max_pixels,
+        min_hop_seconds=settings.min_hop_seconds,
+        window_scale_range=settings.window_scale_range,
+        detector=settings.detector,
+        detect_every=settings.detect_every,
+    )
+    _install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(classify.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    from service.middleware import RequestContextMiddleware
+
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(RequestContextMiddleware, api_key=api_key)  # outermost: ids and auth before anything else
+    return app

@@ -1,0 +1,144 @@
+"""ONNX Runtime sessions for the models of the store: providers checked at start-up, IO binding on GPU, warm-up.
+
+`OnnxClassifier.run(frames)` is synchronous (it is called from the batcher's worker thread):
+uint8 [B, T, H, W, 3] RGB aligned face crops -> `ModelOutput(logits [B, C], probs [B, C])` as float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from s2d.card import ModelCard
+from s2d.store import StoredModel
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+class ProviderUnavailableError(RuntimeError):
+    """A requested execution provider is not in this ONNX Runtime build, or failed to start."""
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    logits: np.ndarray  # float32 [B, C]
+    probs: np.ndarray  # float32 [B, C], softmax of logits
+
+
+def check_providers(requested: list[str]) -> list[str]:
+    """Fail clearly when a requested provider is missing: asking for CUDA never silently runs on CPU."""
+    available = ort.get_available_providers()
+    missing = [p for p in requested if p not in available]
+    if missing:
+        hint = (
+            " (install the [gpu] extra, onnxruntime-gpu, instead of [cpu])" if set(missing) & set(GPU_PROVIDERS) else ""
+        )
+        raise ProviderUnavailableError(
+            f"ONNX Runtime provider(s) {missing} requested but not available{hint}; this build has {available}"
+        )
+    return list(requested)
+
+
+def _provider_options(provider: str, device_id: int) -> dict[str, str]:
+    return {"device_id": str(device_id)} if provider in GPU_PROVIDERS else {}
+
+
+class OnnxClassifier:
+    """One model variant in one ONNX Runtime session."""
+
+    def __init__(
+        self,
+        model: StoredModel,
+        variant: str,
+        providers: list[str],
+        device_id: int = 0,
+        intra_op_threads: int = 0,
+    ):
+        self.stored = model
+        self.card: ModelCard = model.card
+        self.variant = variant
+        self.path = model.variant_path(variant)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # One inference call at a time per session (the batcher's worker): parallelism inside the operators only.
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.path),
+            sess_options=options,
+            providers=[(p, _provider_options(p, device_id)) for p in check_providers(providers)],
+        )
+        active = self.session.get_providers()
+        # ORT falls back to CPU when the CUDA libraries fail to load; that must not pass unnoticed.
+        if providers[0] not in active:
+            raise ProviderUnavailableError(
+                f"model {model.name!r}: ONNX Runtime could not start {providers[0]} (active: {active}); "
+                "check the CUDA / cuDNN / TensorRT libraries"
+            )
+        self.provider = active[0]
+        self.device_id = device_id
+        self.input_name = self.card.input.name
+        self.frame_shape = (
+            self.card.num_frames,
+            self.card.input.height,
+            self.card.input.width,
+            self.card.input.channels,
+        )
+        self._io_binding = self.provider in GPU_PROVIDERS
+
+    @property
+    def name(self) -> str:
+        return self.stored.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    def run(self, frames: np.ndarray) -> ModelOutput:
+        """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]."""
+        if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
+            raise ValueError(
+                f"expected uint8 [B, {', '.join(map(str, self.frame_shape))}], got {frames.dtype} {frames.shape}"
+            )
+        frames = np.ascontiguousarray(frames)
+        if self._io_binding:
+            # IO binding: one host->device copy of the input, outputs copied back only for the two we read.
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, frames)
+            binding.bind_output("logits")
+            binding.bind_output("probs")
+            self.session.run_with_iobinding(binding)
+            logits, probs = binding.copy_outputs_to_cpu()
+        else:
+            logits, probs = self.session.run(["logits", "probs"], {self.input_name: frames})
+        return ModelOutput(logits.astype(np.float32, copy=False), probs.astype(np.float32, copy=False))
+
+    def warmup(self, max_batch: int) -> float:
+        """Run every batch size 1..max_batch once (ORT allocates and tunes per shape); returns seconds taken."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        for batch in range(1, max_batch + 1):
+            self.run(rng.integers(0, 256, (batch, *self.frame_shape), dtype=np.uint8))
+        seconds = time.perf_counter() - start
+        log.info(
+            "warmed up %s (%s, %s) at batch 1..%d in %.2f s", self.name, self.variant, self.provider, max_batch, seconds
+        )
+        return seconds
+
+
+def choose_variant(model: StoredModel, requested: str, providers: list[str]) -> str:
+    """`requested` when it names a variant, else the store's choice for these providers."""
+    if requested == "auto":
+        return model.choose_variant(providers)
+    if requested not in model.card.variants:
+        raise KeyError(f"model {model.name!r} has no variant {requested!r}; it has {sorted(model.card.variants)}")
+    return requested

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the service (prometheus-client, default registry, `s2d_` names, seconds as the unit).
+
+One process serves one set of models on one device (scale out with one process per GPU), so the default
+in-process registry is exact; no multiprocess mode is needed.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+
+HTTP_REQUESTS = Counter("s2d_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+HTTP_DURATION = Histogram(
+    "s2d_http_request_duration_seconds",
+    "HTTP request duration",
+    ["route", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+ERRORS = Counter("s2d_errors_total", "Error responses by stable error code", ["code"])
+
+QUEUE_WAIT = Histogram(
+    "s2d_inference_queue_wait_seconds",
+    "Time a clip waits in the batcher queue",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+COMPUTE = Histogram(
+    "s2d_inference_compute_seconds",
+    "Duration of one batched inference call",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "s2d_inference_batch_size", "Clips per inference call", ["model", "provider"], buckets=_BATCH_BUCKETS
+)
+QUEUE_DEPTH = Gauge("s2d_inference_queue_clips", "Clips waiting in the batcher queue", ["model"])
+CLIPS = Counter("s2d_clips_total", "Clips (windows) classified", ["model"])
+FRAMES = Counter("s2d_frames_total", "Video frames decoded", ["source"])
+FACES = Counter("s2d_faces_total", "Faces detected", ["source"])
+REJECTED = Counter("s2d_rejected_total", "Work refused because the service was busy", ["reason"])
+ACTIVE_REQUESTS = Gauge("s2d_active_requests", "Classification requests being processed")
+MODEL_INFO = Gauge(
+    "s2d_model_info", "Loaded models (value 1)", ["model", "version", "variant", "precision", "provider", "demo"]
+)
+READY = Gauge("s2d_ready", "1 when every model is loaded and warmed up")

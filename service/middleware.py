@@ -1,0 +1,88 @@
+"""ASGI middleware: request id, API key, access log (JSON lines) and HTTP metrics, in one pass.
+
+Pure ASGI (not BaseHTTPMiddleware) so request bodies stream through untouched and the endpoint still sees the
+client's disconnect.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+from service.errors import UnauthorizedError
+from service.logs import request_id_var
+
+log = logging.getLogger("service.access")
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str | None = None):
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex[:16]
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            if self._needs_key(scope) and not self._authorised(headers):
+                from service.app import error_response  # the one place error bodies are made
+
+                if scope["type"] == "websocket":  # the stream endpoint closes with a policy-violation code
+                    await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+                    return
+                await error_response(UnauthorizedError(), request_id)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["type"] == "http":
+                self._record(scope, status["code"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _needs_key(self, scope: Scope) -> bool:
+        # CORS preflights carry no credentials by design; the CORS middleware answers them.
+        return bool(self.api_key) and scope["path"] not in PUBLIC_PATHS and scope.get("method") != "OPTIONS"
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        key = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        return hmac.compare_digest(key.encode(), self.api_key.encode())
+
+    @staticmethod
+    def _record(scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"  # the template, never the raw path
+        labels = (route, scope["method"], str(status))
+        metrics.HTTP_REQUESTS.labels(*labels).inc()
+        metrics.HTTP_DURATION.labels(*labels).observe(seconds)
+        log.info(
+            "%s %s %d %.1f ms",
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            extra={"route": route, "status": status, "duration_s": round(seconds, 6)},
+        )

@@ -1,0 +1,107 @@
+"""The models this process serves: one ONNX Runtime session and one batcher per model, loaded from the store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from s2d.store import ModelStore, StoredModel
+from service import metrics
+from service.batcher import Batcher
+from service.engine import OnnxClassifier, check_providers, choose_variant
+from service.errors import NotReadyError, UnknownModelError
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    stored: StoredModel
+    classifier: OnnxClassifier
+    batcher: Batcher
+    warmup_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.stored.name
+
+    def describe(self) -> dict:
+        """What /v1/models shows: the card plus how it runs here."""
+        card = self.stored.card
+        return {
+            "name": self.name,
+            "version": card.version,
+            "variant": self.classifier.variant,
+            "precision": card.variants[self.classifier.variant].precision,
+            "provider": self.classifier.provider,
+            "demo": card.demo,
+            "max_batch": self.batcher.max_batch,
+            "warmup_s": self.warmup_s,
+            "card": card.model_dump(mode="json"),
+        }
+
+
+class ModelRegistry:
+    """Loads sessions at start-up (failing loudly), warms them up, and hands out models by name."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = ModelStore(settings.model_store)
+        self.models: dict[str, LoadedModel] = {}
+        self.default_name: str | None = None
+        self.ready = False
+
+    def load(self) -> None:
+        """Create every session and batcher; raises on a missing provider, model or broken card."""
+        s = self.settings
+        check_providers(s.providers)
+        names = s.models or self.store.names()
+        if not names:
+            raise KeyError(f"the model store {self.store.root} holds no model (set S2D_MODEL_STORE or S2D_MODELS)")
+        for name in names:
+            stored = self.store.get(name)
+            variant = choose_variant(stored, s.variant, s.providers)
+            classifier = OnnxClassifier(stored, variant, s.providers, s.device_id, s.intra_op_threads)
+            batcher = Batcher(classifier, s.max_batch, s.max_wait_ms, s.queue_size)
+            self.models[name] = LoadedModel(stored, classifier, batcher)
+            metrics.MODEL_INFO.labels(
+                name,
+                stored.card.version,
+                variant,
+                stored.card.variants[variant].precision,
+                classifier.provider,
+                str(stored.card.demo).lower(),
+            ).set(1)
+            log.info("loaded model %s (%s) on %s from %s", name, variant, classifier.provider, classifier.path)
+        if s.default_model is not None and s.default_model not in self.models:
+            raise KeyError(f"default_model {s.default_model!r} is not among the loaded models {sorted(self.models)}")
+        chosen = [m.stored for m in self.models.values()]
+        self.default_name = s.default_model or min(chosen, key=lambda m: (m.demo, m.name)).name
+
+    def start(self) -> None:
+        for model in self.models.values():
+            model.batcher.start()
+
+    async def warmup(self) -> None:
+        """Warm every model at every batch size (in the batchers' threads), then mark the service ready."""
+        if self.settings.warmup:
+            for model in self.models.values():
+                model.warmup_s = await model.batcher.run_exclusive(model.classifier.warmup, self.settings.max_batch)
+        self.ready = True
+        metrics.READY.set(1)
+        log.info("ready: %s", ", ".join(self.models))
+
+    async def stop(self) -> None:
+        self.ready = False
+        metrics.READY.set(0)
+        for model in self.models.values():
+            await model.batcher.stop()
+
+    def get(self, name: str | None) -> LoadedModel:
+        if not self.ready:
+            raise NotReadyError()
+        name = name or self.default_name
+        if name not in self.models:
+            raise UnknownModelError(f"no model {name!r} is loaded; loaded: {sorted(self.models)}")
+        return self.models[name]

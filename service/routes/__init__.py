@@ -1,0 +1,1 @@
+"""HTTP routes: health, models, classification (REST)."""

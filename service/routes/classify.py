@@ -1,0 +1,118 @@
+"""POST /v1/classify: a video in, per-person emotion windows and summaries out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from service import metrics
+from service.errors import BusyError, DeadlineError, error_responses
+from service.pipeline import analyse_video
+from service.schemas import ClassifyOptions, ClassifyResponse
+from service.uploads import UploadAborted, receive_upload
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["classification"])
+
+_BODY = {
+    "required": True,
+    "description": "The video: multipart/form-data with a `file` field, or the raw bytes with a video content type.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary", "description": "mp4, webm, mov, ..."}},
+            }
+        },
+        "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        "video/webm": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+_EXAMPLE = {
+    "request_id": "3f2a9c1d0b7e4a55",
+    "model": {"name": "s2d_demo", "version": "2026.11.24", "variant": "fp32", "provider": "CPUExecutionProvider",
+              "demo": True},
+    "mode": "faces",
+    "window": {"num_frames": 16, "window_seconds": 2.0, "hop_seconds": 1.0},
+    "video": {"width": 640, "height": 360, "fps": 25.0, "duration_s": 4.0, "codec": "h264", "rotation": 0,
+              "frames_decoded": 100, "faces_detected": 100},
+    "persons": [{
+        "track_id": 0,
+        "windows": [{"t_start": 0.0, "t_end": 2.0, "label": "happy", "confidence": 0.93,
+                     "probs": {"happy": 0.93, "sad": 0.01, "neutral": 0.06}, "box": [212.0, 40.0, 430.0, 300.0],
+                     "smoothed": None}],
+        "summary": {"dominant": "happy", "mean_probs": {"happy": 0.93, "sad": 0.01, "neutral": 0.06},
+                    "time_share": {"happy": 1.0, "sad": 0.0, "neutral": 0.0}, "num_windows": 1,
+                    "t_first": 0.0, "t_last": 2.0},
+    }],
+    "timings": {"upload": 0.01, "decode": 0.12, "faces": 0.3, "queue": 0.004, "inference": 0.2, "total": 0.55},
+    "options": {"mode": "faces", "smoothing": "none", "ema_alpha": 0.5},
+}  # fmt: skip
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body is fully read by then, so the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    summary="Classify the facial expressions of every person in a video",
+    openapi_extra={"requestBody": _BODY},
+    responses={200: {"content": {"application/json": {"example": _EXAMPLE}}},
+               **error_responses(400, 401, 404, 413, 415, 422, 429, 503, 504)},
+)  # fmt: skip
+async def classify(request: Request, options: Annotated[ClassifyOptions, Query()]) -> ClassifyResponse:
+    state = request.app.state
+    settings = state.settings
+    model = state.registry.get(options.model)  # 503 before ready, 404 for an unknown model
+    if state.active_requests >= settings.max_active_requests or model.batcher.pending >= model.batcher.queue_size:
+        metrics.REJECTED.labels("busy").inc()  # refused before reading the upload
+        raise BusyError("the service is at capacity", retry_after=model.batcher.retry_after())
+    state.active_requests += 1
+    metrics.ACTIVE_REQUESTS.inc()
+    started = time.perf_counter()
+    try:
+        async with receive_upload(request, settings.max_upload_bytes, settings.upload_dir) as upload:
+            upload_s = time.perf_counter() - started
+            analysis = asyncio.ensure_future(
+                analyse_video(upload.path, model, options, state.limits, state.pipeline_executor)
+            )
+            watcher = asyncio.ensure_future(_client_gone(request))
+            try:
+                async with asyncio.timeout(settings.request_timeout_s):
+                    done, _ = await asyncio.wait({analysis, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if analysis not in done:  # the client went away: drop its queued clips, stop decoding
+                    analysis.cancel()
+                    log.info("client disconnected; request cancelled")
+                    raise UploadAborted()
+                result = analysis.result()
+            except TimeoutError:
+                analysis.cancel()
+                raise DeadlineError(
+                    f"the request took longer than {settings.request_timeout_s:g} s",
+                    details={"request_timeout_s": settings.request_timeout_s},
+                ) from None
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await analysis
+    finally:
+        state.active_requests -= 1
+        metrics.ACTIVE_REQUESTS.dec()
+    result.request_id = request.scope["state"].get("request_id")
+    result.timings.upload = upload_s
+    result.timings.total = time.perf_counter() - started
+    return result

@@ -1,0 +1,118 @@
+"""Request options and response bodies of the REST API (pydantic v2; these are the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["faces", "aligned"]
+Smoothing = Literal["none", "ema"]
+
+
+class ClassifyOptions(BaseModel):
+    """Query parameters of POST /v1/classify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the service's default model")
+    mode: Mode = Field(
+        "faces",
+        description="faces: detect, track and align every face; aligned: the video already shows one aligned face "
+        "crop per frame (dataset clips), no detection (frames are resized to the model's 224x224 input)",
+    )
+    window_seconds: float | None = Field(
+        None, gt=0, description="duration one window covers; default: the model card's (limits: see settings)"
+    )
+    hop_seconds: float | None = Field(None, gt=0, description="step between window starts; default: window_seconds / 2")
+    smoothing: Smoothing = Field("none", description="ema: exponential moving average over each person's windows")
+    ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
+
+
+class Prediction(BaseModel):
+    label: str = Field(examples=["happy"])
+    confidence: float = Field(ge=0, le=1, examples=[0.91])
+    probs: dict[str, float] = Field(description="probability per class, in the model's class order")
+
+
+class WindowResult(Prediction):
+    t_start: float = Field(description="seconds from the start of the video", examples=[0.0])
+    t_end: float = Field(examples=[2.0])
+    box: list[float] | None = Field(None, description="median face box over the window, x1 y1 x2 y2 pixels")
+    smoothed: Prediction | None = Field(
+        None, description="after smoothing (when asked for); the raw result stays above"
+    )
+
+
+class PersonSummary(BaseModel):
+    dominant: str = Field(description="class with the highest mean probability", examples=["happy"])
+    mean_probs: dict[str, float]
+    time_share: dict[str, float] = Field(
+        description="share of the person's windows labelled with each class (the smoothed label when smoothing)"
+    )
+    num_windows: int
+    t_first: float
+    t_last: float
+
+
+class Person(BaseModel):
+    track_id: int
+    windows: list[WindowResult]
+    summary: PersonSummary
+
+
+class VideoInfo(BaseModel):
+    width: int
+    height: int
+    fps: float | None
+    duration_s: float | None
+    codec: str | None = None
+    rotation: int = 0
+    frames_decoded: int = 0
+    faces_detected: int = 0
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    variant: str
+    provider: str
+    demo: bool
+
+
+class WindowSpec(BaseModel):
+    num_frames: int
+    window_seconds: float
+    hop_seconds: float
+
+
+class Timings(BaseModel):
+    """Seconds. decode and faces overlap with inference (the stages run concurrently)."""
+
+    upload: float = 0.0
+    decode: float = 0.0
+    faces: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+    total: float = 0.0
+
+
+class ClassifyResponse(BaseModel):
+    request_id: str | None = None
+    model: ModelRef
+    mode: Mode
+    window: WindowSpec
+    video: VideoInfo
+    persons: list[Person]
+    timings: Timings
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelsResponse(BaseModel):
+    default: str | None
+    models: list[dict[str, Any]] = Field(description="per model: name, version, variant, provider, demo, card")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "ready"]
+    models: list[str] = []

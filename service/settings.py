@@ -1,0 +1,155 @@
+"""Service settings: pydantic-settings, from `S2D_*` environment variables and an optional TOML or .env file.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the settings file named by
+`S2D_SETTINGS_FILE` (or passed to `load_settings`), the defaults below. List values in the environment are JSON,
+e.g. `S2D_PROVIDERS='["CUDAExecutionProvider", "CPUExecutionProvider"]'`; a comma-separated string works too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SETTINGS_FILE_ENV = "S2D_SETTINGS_FILE"
+
+# Short names accepted for ONNX Runtime execution providers.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def _default_store() -> Path:
+    from s2d.store import default_store_dir
+
+    return default_store_dir()
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start-up. Every field is `S2D_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="S2D_", extra="forbid", validate_default=True)
+
+    # Models
+    model_store: Path = Field(default_factory=_default_store, description="model store root (one folder per model)")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="models to load; default: every model in the store"
+    )
+    default_model: str | None = Field(None, description="model used when a request names none; default: the store's")
+    variant: str = Field("auto", description="ONNX variant (fp32, fp16, int8, ...) or auto: the store's choice")
+
+    # Inference engine
+    providers: Annotated[list[str], NoDecode] = Field(
+        ["CPUExecutionProvider"], description="ONNX Runtime providers in priority order (cpu, cuda, tensorrt)"
+    )
+    device_id: int = Field(0, ge=0, description="GPU index for CUDA / TensorRT")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per model on CPU; 0 = one per core")
+    max_batch: int = Field(8, ge=1, le=256, description="largest batch of clips one inference call takes")
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long the first clip of a batch waits for more")
+    queue_size: int = Field(64, ge=1, description="clips waiting for inference per model; beyond it: 429")
+    max_active_requests: int = Field(32, ge=1, description="uploads being processed at once; beyond it: 429")
+    request_timeout_s: float = Field(120.0, gt=0, description="deadline for one request, upload excluded: 504")
+    warmup: bool = Field(True, description="run every batch size once at start-up before /readyz says ready")
+    pipeline_threads: int = Field(2, ge=1, description="threads decoding video and finding faces")
+
+    # Uploads and media limits
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest upload (413 beyond)")
+    max_video_seconds: float = Field(600.0, gt=0, description="longest video (413 beyond)")
+    max_pixels: int = Field(3840 * 2160, ge=1, description="largest frame, width x height (413 beyond)")
+    upload_dir: Path | None = Field(None, description="folder for temporary upload files; default: the system's")
+
+    # Windows: clients may change the window and hop within these bounds
+    min_hop_seconds: float = Field(0.25, gt=0, description="smallest hop between windows a client may ask for")
+    window_scale_range: tuple[float, float] = Field(
+        (0.5, 2.0), description="allowed window_seconds as a multiple of the model card's window_seconds"
+    )
+
+    # Faces
+    detector: str | None = Field(None, description="face detector backend; default: the face pipeline's")
+    detect_every: int = Field(1, ge=1, description="run the detector on every n-th frame, track in between")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
+    cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed by CORS; empty = CORS off")
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("providers", "cors_origins", "models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # JSON list or comma-separated string (the environment gives strings; NoDecode leaves them to us).
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one provider is needed")
+        return [PROVIDER_ALIASES.get(p.lower(), p) for p in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        low, high = self.window_scale_range
+        if not 0 < low <= 1 <= high:
+            raise ValueError(f"window_scale_range must satisfy 0 < low <= 1 <= high, got {self.window_scale_range}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(SETTINGS_FILE_ENV)
+        if path:
+            sources.append(_file_source(settings_cls, Path(path)))
+        return tuple(sources)
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    from pydantic_settings import DotEnvSettingsSource
+
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file {path} (from {SETTINGS_FILE_ENV}) does not exist")
+    if path.suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    return DotEnvSettingsSource(settings_cls, env_file=path, env_prefix="S2D_")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, `path` (a .toml file with plain field names, or a .env file with S2D_ names)
+    and keyword overrides."""
+    if path is None:
+        return Settings(**overrides)
+    previous = os.environ.get(SETTINGS_FILE_ENV)
+    os.environ[SETTINGS_FILE_ENV] = str(path)
+    try:
+        return Settings(**overrides)
+    finally:
+        if previous is None:
+            os.environ.pop(SETTINGS_FILE_ENV, None)
+        else:
+            os.environ[SETTINGS_FILE_ENV] = previous

@@ -1,0 +1,147 @@
+"""Uploads streamed to a temporary file, the size limit enforced while reading, the file deleted whatever happens.
+
+Two request shapes: a raw body (`Content-Type: video/mp4`, `application/octet-stream`, ...) or
+`multipart/form-data` with the video in a field named `file` (or `video`). Multipart is parsed incrementally with
+python-multipart, so neither shape ever holds the whole upload in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import BadRequestError, TooLargeError, UnsupportedMediaError
+
+FILE_FIELDS = ("file", "video")
+# Content types a raw body may have: the decoder looks at the bytes, this only refuses bodies that say they are
+# something else (JSON, text, forms).
+RAW_TYPES = ("video/", "image/", "application/octet-stream", "application/mp4")
+
+
+class UploadAborted(Exception):
+    """The client went away before the upload was complete."""
+
+
+@dataclass
+class Upload:
+    path: Path
+    size: int
+    filename: str | None
+    content_type: str | None
+
+
+def _too_large(limit: int) -> TooLargeError:
+    return TooLargeError(f"the upload is larger than the limit of {limit} bytes", details={"max_upload_bytes": limit})
+
+
+async def _chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)  # refused before reading a byte
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        raise UploadAborted() from None
+
+
+class _MultipartSink:
+    """Callbacks for python-multipart: the first file field goes to `out`, other parts are ignored."""
+
+    def __init__(self, out):
+        self.out = out
+        self.headers: dict[bytes, bytes] = {}
+        self._field: bytes = b""
+        self._value: bytes = b""
+        self.writing = False
+        self.found = False
+        self.filename: str | None = None
+        self.content_type: str | None = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": lambda data, start, end: setattr(self, "_field", self._field + data[start:end]),
+            "on_header_value": lambda data, start, end: setattr(self, "_value", self._value + data[start:end]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
+
+    def on_part_begin(self) -> None:
+        self.headers, self.writing = {}, False
+
+    def on_header_end(self) -> None:
+        self.headers[self._field.lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("latin-1")
+        if name in FILE_FIELDS and not self.found:
+            self.writing = self.found = True
+            raw = params.get(b"filename")
+            self.filename = raw.decode("utf-8", "replace") if raw else None
+            ctype = self.headers.get(b"content-type")
+            self.content_type = ctype.decode("latin-1") if ctype else None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.writing:
+            self.out.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        self.writing = False
+
+
+@contextlib.asynccontextmanager
+async def receive_upload(request: Request, limit: int, directory: Path | None = None) -> AsyncIterator[Upload]:
+    """Stream the request body to a temp file and yield it; the file is deleted on exit, error or not."""
+    ctype_header = request.headers.get("content-type", "")
+    ctype, params = parse_options_header(ctype_header)
+    ctype = ctype.decode("latin-1").lower()
+    if ctype != "multipart/form-data" and not ctype.startswith(RAW_TYPES):
+        raise UnsupportedMediaError(
+            f"send the video as multipart/form-data (field 'file') or as a raw video body; got {ctype or 'no type'!r}"
+        )
+    fd, name = tempfile.mkstemp(prefix="s2d-upload-", suffix=".bin", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size, filename, content_type = 0, None, ctype
+            if ctype == "multipart/form-data":
+                boundary = params.get(b"boundary")
+                if not boundary:
+                    raise BadRequestError("multipart/form-data without a boundary")
+                sink = _MultipartSink(out)
+                parser = MultipartParser(boundary, sink.callbacks())
+                try:
+                    async for chunk in _chunks(request, limit):
+                        size += len(chunk)
+                        parser.write(chunk)
+                    parser.finalize()
+                except (ValueError, TypeError) as err:  # python-multipart's MultipartParseError is a ValueError
+                    raise BadRequestError(f"malformed multipart body: {err}") from None
+                if not sink.found:
+                    raise BadRequestError(f"the multipart body has no file field (expected one of {FILE_FIELDS})")
+                filename, content_type = sink.filename, sink.content_type
+            else:
+                async for chunk in _chunks(request, limit):
+                    size += len(chunk)
+                    out.write(chunk)
+        if path.stat().st_size == 0:
+            raise BadRequestError("the upload is empty")
+        yield Upload(path, path.stat().st_size, filename, content_type)
+    finally:
+        path.unlink(missing_ok=True)
