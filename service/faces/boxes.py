@@ -1,0 +1,62 @@
+"""Box arithmetic shared by the detectors and the tracker. Boxes are float [N, 4] x1, y1, x2, y2 in pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray, mode: str = "union") -> np.ndarray:
+    """[len(a), len(b)] overlap: intersection over union, or over the smaller box (mode="min")."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area_a, area_b = area(a)[:, None], area(b)[None, :]
+    denom = np.minimum(area_a, area_b) if mode == "min" else area_a + area_b - inter
+    return inter / np.maximum(denom, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        if order.size == 1:
+            break
+        overlap = iou_matrix(boxes[i : i + 1], boxes[order[1:]], mode)[0]
+        order = order[1:][overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def to_square(boxes: np.ndarray) -> np.ndarray:
+    """The square with the same centre and the longer side."""
+    out = boxes.copy()
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + (w - side) / 2
+    out[:, 1] = boxes[:, 1] + (h - side) / 2
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:
+    """Resample each box of `image` ([H, W, C]) to [size, size] (bilinear); outside the image is `fill`.
+
+    Returns [N, size, size, C] of the image's dtype. One warpAffine per box: a scale and a shift, no intermediate crop.
+    """
+    out = np.empty((len(boxes), size, size, image.shape[2]), image.dtype)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        sx, sy = size / max(x2 - x1, 1e-3), size / max(y2 - y1, 1e-3)
+        m = np.array([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]], np.float64)
+        out[i] = cv2.warpAffine(
+            image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4
+        ).reshape(size, size, -1)
+    return out

@@ -1,0 +1,322 @@
+"""Decoding uploaded videos, images and streams into RGB frames with container timestamps.
+
+PyAV (FFmpeg) reads mp4, mov, mkv, webm, avi, animated GIF/WebP and still images. What this module guarantees:
+
+- `Frame.t` comes from the container's presentation timestamps (phones record variable frame rate), in seconds from
+  the first frame of the video stream; a frame without a timestamp gets the previous one plus one nominal interval.
+- Rotation metadata (the display matrix phones write instead of rotating pixels) is applied, so faces are upright.
+- Decoding streams: `iter_frames` is a generator holding one decoded frame at a time, so memory is bounded by what the
+  caller keeps (the face windows), not by the length of the video.
+- Anything that cannot be used raises a `MediaError` subclass with a stable `code` and the HTTP status the API answers
+  with: `UndecodableMediaError` (400), `UnsupportedMediaError` (415), `MediaTooLargeError` (413).
+
+Limits (`MediaLimits`) are parameters, not constants: the service settings pass them down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import cv2
+import numpy as np
+
+# File name suffixes accepted when a name is known (uploads, paths). The content decides the format, not the suffix:
+# a real mp4 called clip.mov decodes; the list only refuses names that announce something else (notes.txt, a.exe).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".flv"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+Source = str | os.PathLike | BinaryIO
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+class MediaError(Exception):
+    """Base of every media error: `code` is stable (API clients match on it), `http_status` is what the API answers."""
+
+    code: str = "media_error"
+    http_status: int = 400
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or self.code  # finer cause: "zero_bytes", "truncated", "no_video", "too_small", ...
+
+
+class UndecodableMediaError(MediaError):
+    """Empty, truncated or corrupt data: FFmpeg cannot read it."""
+
+    code = "undecodable"
+    http_status = 400
+
+
+class UnsupportedMediaError(MediaError):
+    """Readable, but not something we take: no video stream (audio only), a refused file type, frames too small."""
+
+    code = "unsupported_media"
+    http_status = 415
+
+
+class MediaTooLargeError(MediaError):
+    """Over a configured limit: pixels per frame, duration, frame count or bytes."""
+
+    code = "too_large"
+    http_status = 413
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What the decoder accepts. Defaults: up to 4K UHD (8.3 MP; an 8K frame is 33 MP and refused), at least 32 px a
+    side (a face crop is 224 px; below 32 px there is no face to find), 10 minutes, 200 MB."""
+
+    max_pixels: int = 3840 * 2160
+    min_side: int = 32
+    max_duration_s: float = 600.0
+    max_frames: int | None = None
+    max_bytes: int | None = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What `probe` reads from the container headers (no full decode). Sizes are after rotation."""
+
+    width: int
+    height: int
+    fps: float | None  # average frame rate; None for still images or when the container does not say
+    duration_s: float | None
+    frame_count: int | None
+    codec: str
+    rotation: int  # degrees counterclockwise applied to decoded frames (0, 90, 180, 270)
+    has_video: bool
+    format: str = ""
+
+
+@dataclass
+class Frame:
+    index: int  # 0-based index among decoded frames of the video stream
+    t: float  # seconds from the first frame, from container timestamps
+    image: np.ndarray  # uint8 RGB [H, W, 3], rotation applied
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def probe(source: Source, *, filename: str | None = None, limits: MediaLimits | None = None) -> MediaInfo:
+    """Read the container headers of a file (path or binary file object) and check them against `limits`."""
+    limits = limits or MediaLimits()
+    with _open(source, filename, limits) as container:
+        stream = _video_stream(container)
+        info = _info(container, stream)
+    _check_size(info.width, info.height, limits)
+    if info.duration_s is not None and info.duration_s > limits.max_duration_s:
+        raise MediaTooLargeError(
+            f"the video lasts {info.duration_s:.1f} s; the limit is {limits.max_duration_s:.0f} s", reason="duration"
+        )
+    return info
+
+
+def iter_frames(
+    source: Source,
+    *,
+    filename: str | None = None,
+    limits: MediaLimits | None = None,
+    max_fps: float | None = None,
+    threads: int = 0,
+) -> Iterator[Frame]:
+    """Decode the first video stream frame by frame: `Frame(index, t, image RGB uint8 [H, W, 3])`.
+
+    `max_fps` drops frames closer than 1/max_fps to the last one kept (`index` still counts every decoded frame), a
+    cheap way to bound the work on 60/120 fps uploads. `threads=0` lets FFmpeg choose. Errors after some frames were
+    yielded (a truncated file) still raise `UndecodableMediaError`: nothing is dropped silently.
+    """
+    limits = limits or MediaLimits()
+    with _open(source, filename, limits) as container:
+        stream = _video_stream(container)
+        info = _info(container, stream)
+        _check_size(info.width, info.height, limits)
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        yield from _decode(container, stream, info, limits, max_fps)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Internals
+
+
+def _open(source: Source, filename: str | None, limits: MediaLimits) -> av.container.InputContainer:
+    name = filename if filename is not None else (os.fspath(source) if isinstance(source, str | os.PathLike) else None)
+    if name is not None:
+        suffix = Path(name).suffix.lower()
+        if suffix not in MEDIA_EXTENSIONS:
+            accepted = " ".join(sorted(MEDIA_EXTENSIONS))
+            raise UnsupportedMediaError(
+                f"{Path(name).name!r}: file type {suffix or '(none)'!r} is not a video or image; accepted: {accepted}",
+                reason="extension",
+            )
+    size = _size_of(source)
+    if size == 0:
+        raise UndecodableMediaError("the file is empty (0 bytes)", reason="zero_bytes")
+    if size is not None and limits.max_bytes is not None and size > limits.max_bytes:
+        raise MediaTooLargeError(f"the file has {size} bytes; the limit is {limits.max_bytes}", reason="bytes")
+    try:
+        target = os.fspath(source) if isinstance(source, str | os.PathLike) else source
+        return av.open(target, mode="r", metadata_errors="ignore")
+    except FileNotFoundError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as e:
+        raise UndecodableMediaError(f"cannot read the media container: {_reason(e)}", reason="container") from e
+
+
+def _size_of(source: Source) -> int | None:
+    if isinstance(source, str | os.PathLike):
+        return os.stat(source).st_size
+    try:
+        pos = source.tell()
+        end = source.seek(0, os.SEEK_END)
+        source.seek(pos)
+        return end - pos
+    except (AttributeError, OSError, ValueError):
+        return None  # a pipe: unknown size
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise UnsupportedMediaError(
+            f"the file has no video stream (it holds: {', '.join(kinds)})", reason="no_video"
+        )
+    return container.streams.video[0]
+
+
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> MediaInfo:
+    ctx = stream.codec_context
+    rotation = _stream_rotation(stream)
+    w, h = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return MediaInfo(
+        width=w,
+        height=h,
+        fps=fps,
+        duration_s=duration,
+        frame_count=stream.frames or None,
+        codec=ctx.name,
+        rotation=rotation,
+        has_video=True,
+        format=container.format.name,
+    )
+
+
+def _stream_rotation(stream: av.video.stream.VideoStream) -> int:
+    """Rotation from the stream's display matrix or legacy `rotate` tag, as degrees counterclockwise in {0,90,180,270}."""
+    degrees = 0.0
+    try:
+        side = stream.codec_context  # PyAV exposes the display matrix on frames; headers carry the legacy tag
+        tag = stream.metadata.get("rotate")
+        if tag is not None:
+            degrees = -float(tag)  # the tag is clockwise
+        del side
+    except (ValueError, AttributeError):
+        degrees = 0.0
+    return _quarter(degrees)
+
+
+def _quarter(degrees: float) -> int:
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _rotate(image: np.ndarray, ccw_degrees: int) -> np.ndarray:
+    if ccw_degrees == 90:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if ccw_degrees == 180:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if ccw_degrees == 270:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    return image
+
+
+def _check_size(width: int, height: int, limits: MediaLimits) -> None:
+    if width <= 0 or height <= 0:
+        return  # unknown before the first frame: checked again per frame
+    if width * height > limits.max_pixels:
+        raise MediaTooLargeError(
+            f"frames of {width}x{height} ({width * height / 1e6:.1f} MP) exceed the limit of "
+            f"{limits.max_pixels / 1e6:.1f} MP",
+            reason="pixels",
+        )
+    if min(width, height) < limits.min_side:
+        raise UnsupportedMediaError(
+            f"frames of {width}x{height} are too small to hold a face (at least {limits.min_side} px a side)",
+            reason="too_small",
+        )
+
+
+def _decode(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    info: MediaInfo,
+    limits: MediaLimits,
+    max_fps: float | None,
+) -> Iterator[Frame]:
+    nominal = 1.0 / info.fps if info.fps and math.isfinite(info.fps) and info.fps > 0 else 0.0
+    start = stream.start_time  # in stream time_base; None for some images and raw streams
+    index, t_prev, t_kept = 0, None, -math.inf
+    try:
+        for frame in container.decode(stream):
+            t = _timestamp(frame, stream, start, t_prev, nominal)
+            t_prev = t
+            if t > limits.max_duration_s:
+                raise MediaTooLargeError(
+                    f"the video runs past {limits.max_duration_s:.0f} s, the limit", reason="duration"
+                )
+            if limits.max_frames is not None and index >= limits.max_frames:
+                raise MediaTooLargeError(f"the video has more than {limits.max_frames} frames", reason="frames")
+            rotation = _quarter(frame.rotation) if frame.rotation else info.rotation
+            if max_fps is None or t - t_kept >= 1.0 / max_fps - 1e-6:
+                w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+                _check_size(w, h, limits)
+                image = _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                t_kept = t
+                yield Frame(index=index, t=t, image=image)
+            index += 1
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as e:
+        raise UndecodableMediaError(
+            f"decoding stopped after {index} frame(s): {_reason(e)}", reason="truncated" if index else "corrupt"
+        ) from e
+    if index == 0:
+        raise UndecodableMediaError("the video stream holds no decodable frame", reason="no_frames")
+
+
+def _timestamp(frame: av.VideoFrame, stream, start: int | None, t_prev: float | None, nominal: float) -> float:
+    pts = frame.pts
+    if pts is None or frame.time_base is None:
+        return 0.0 if t_prev is None else t_prev + nominal
+    t = float((pts - (start or 0)) * frame.time_base)
+    if t_prev is not None and t <= t_prev:  # broken or repeated timestamps: keep time moving forward
+        t = t_prev + (nominal or 1e-3)
+    return max(t, 0.0)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.replace(os.getcwd() + os.sep, "")
