@@ -118,7 +118,7 @@ def probe(source: Source, *, filename: str | None = None, limits: MediaLimits | 
     limits = limits or MediaLimits()
     with _open(source, filename, limits) as container:
         stream = _video_stream(container)
-        info = _info(container, stream)
+        info = _info(container, stream, _first_frame_rotation(container, stream))
     _check_size(info.width, info.height, limits)
     if info.duration_s is not None and info.duration_s > limits.max_duration_s:
         raise MediaTooLargeError(
@@ -144,7 +144,7 @@ def iter_frames(
     limits = limits or MediaLimits()
     with _open(source, filename, limits) as container:
         stream = _video_stream(container)
-        info = _info(container, stream)
+        info = _info(container, stream, rotation=0)  # per-frame rotation is applied in _decode
         _check_size(info.width, info.height, limits)
         stream.thread_type = "AUTO"
         if threads:
@@ -195,15 +195,12 @@ def _size_of(source: Source) -> int | None:
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-        raise UnsupportedMediaError(
-            f"the file has no video stream (it holds: {', '.join(kinds)})", reason="no_video"
-        )
+        raise UnsupportedMediaError(f"the file has no video stream (it holds: {', '.join(kinds)})", reason="no_video")
     return container.streams.video[0]
 
 
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> MediaInfo:
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, rotation: int) -> MediaInfo:
     ctx = stream.codec_context
-    rotation = _stream_rotation(stream)
     w, h = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
@@ -225,22 +222,19 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     )
 
 
-def _stream_rotation(stream: av.video.stream.VideoStream) -> int:
-    """Rotation from the stream's display matrix or legacy `rotate` tag, as degrees counterclockwise in {0,90,180,270}."""
-    degrees = 0.0
+def _first_frame_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """Rotation of the display matrix, read from the first decoded frame (FFmpeg attaches the stream's matrix to
+    frames; the headers do not expose it): degrees counterclockwise in {0, 90, 180, 270}."""
     try:
-        side = stream.codec_context  # PyAV exposes the display matrix on frames; headers carry the legacy tag
-        tag = stream.metadata.get("rotate")
-        if tag is not None:
-            degrees = -float(tag)  # the tag is clockwise
-        del side
-    except (ValueError, AttributeError):
-        degrees = 0.0
-    return _quarter(degrees)
+        for frame in container.decode(stream):
+            return _quarter(frame.rotation or 0)
+    except (av.FFmpegError, ValueError, OSError, EOFError):
+        return 0  # iter_frames reports the decoding error with context
+    return 0
 
 
 def _quarter(degrees: float) -> int:
-    return int(round(degrees / 90.0)) % 4 * 90
+    return round(degrees / 90.0) % 4 * 90
 
 
 def _rotate(image: np.ndarray, ccw_degrees: int) -> np.ndarray:

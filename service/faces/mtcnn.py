@@ -71,7 +71,7 @@ def _conv(g: GraphBuilder, x: str, kernel: np.ndarray, bias: np.ndarray, slope: 
 
 
 def _dense(g: GraphBuilder, x: str, weight: np.ndarray, bias: np.ndarray, slope: np.ndarray | None = None) -> str:
-    (y,) = g.op("Add", g.op("MatMul", [x, g.const(weight)]) + [g.const(bias)])
+    (y,) = g.op("Add", [*g.op("MatMul", [x, g.const(weight)]), g.const(bias)])
     return g.op("PRelu", [y, g.const(slope)])[0] if slope is not None else y
 
 
@@ -105,7 +105,8 @@ def _rnet_graph(w: list[np.ndarray]) -> bytes:
     x = _pool(g, _conv(g, x, w[3], w[4], w[5]), 3, same=False)
     x = _flatten_keras(g, _conv(g, x, w[6], w[7], w[8]))
     x = _dense(g, x, w[9], w[10], w[11])
-    return g.build({"image": ("n", 24, 24, 3)}, {"logits": _dense(g, x, w[14], w[15]), "reg": _dense(g, x, w[12], w[13])})
+    outputs = {"logits": _dense(g, x, w[14], w[15]), "reg": _dense(g, x, w[12], w[13])}
+    return g.build({"image": ("n", 24, 24, 3)}, outputs)
 
 
 def _onet_graph(w: list[np.ndarray]) -> bytes:
@@ -117,7 +118,11 @@ def _onet_graph(w: list[np.ndarray]) -> bytes:
     x = _pool(g, _conv(g, x, w[6], w[7], w[8]), 2, same=True)
     x = _flatten_keras(g, _conv(g, x, w[9], w[10], w[11]))
     x = _dense(g, x, w[12], w[13], w[14])
-    outputs = {"logits": _dense(g, x, w[19], w[20]), "reg": _dense(g, x, w[15], w[16]), "lms": _dense(g, x, w[17], w[18])}
+    outputs = {
+        "logits": _dense(g, x, w[19], w[20]),
+        "reg": _dense(g, x, w[15], w[16]),
+        "lms": _dense(g, x, w[17], w[18]),
+    }
     return g.build({"image": ("n", 48, 48, 3)}, outputs)
 
 

@@ -95,7 +95,8 @@ class GraphBuilder:
         """inputs: name -> shape (ints or symbolic names); outputs: graph output name -> internal tensor name."""
         renames = b""
         for public, internal in outputs.items():
-            renames += _bytes(1, _bytes(1, internal) + _bytes(2, public) + _bytes(3, f"out_{public}") + _bytes(4, "Identity"))
+            node = _bytes(1, internal) + _bytes(2, public) + _bytes(3, f"out_{public}") + _bytes(4, "Identity")
+            renames += _bytes(1, node)
         graph = b"".join(_bytes(1, n) for n in self.nodes) + renames + _bytes(2, self.name)
         graph += b"".join(_bytes(5, t) for t in self.initializers)
         graph += b"".join(_bytes(11, _value_info(n, s)) for n, s in inputs.items())

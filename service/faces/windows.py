@@ -1,0 +1,97 @@
+"""Per-track clip windows: T aligned crops sampled uniformly over `window_seconds`, advancing by `hop_seconds`.
+
+Sampling: window [t_start, t_start + window_seconds] is cut into T equal bins and each bin's centre takes the
+track's frame nearest in time, so a window holds the same span of real time at 24, 30, 60 fps or variable frame
+rate (a slower video repeats frames, a faster one skips). A window is emitted as soon as the track has a frame at
+or after its last sampling time. The first window of a track starts at the track's first frame.
+
+When a track ends (it left the scene, or the video ended) its frames after the last emitted window still give one
+window, starting on the hop grid and padded by repeating the last frame (`padded=True`); a track shorter than one
+window gives exactly that one window. Memory: only frames still reachable by a future window are kept.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Window:
+    track_id: int
+    t_start: float  # seconds
+    t_end: float  # seconds, t_start + window_seconds
+    frames: np.ndarray  # uint8 [T, 224, 224, 3] aligned RGB face crops
+    boxes: np.ndarray  # float32 [T, 4] face boxes in frame pixels
+    timestamps: np.ndarray  # float64 [T] seconds of the frames used
+    padded: bool = False  # the track ended before t_end: its last frame repeats
+
+
+@dataclass
+class _TrackBuffer:
+    next_start: float
+    items: deque = field(default_factory=deque)  # (t, crop [224, 224, 3], box [4])
+    covered_until: float = -np.inf  # end of the last emitted window
+
+
+class WindowBuilder:
+    def __init__(self, num_frames: int, window_seconds: float, hop_seconds: float | None = None):
+        if num_frames < 1 or window_seconds <= 0:
+            raise ValueError(f"need num_frames >= 1 and window_seconds > 0, got {num_frames}, {window_seconds}")
+        hop = window_seconds if hop_seconds is None else hop_seconds
+        if hop <= 0:
+            raise ValueError(f"hop_seconds must be > 0, got {hop}")
+        self.num_frames, self.window_seconds, self.hop_seconds = num_frames, float(window_seconds), float(hop)
+        self._offsets = (np.arange(num_frames) + 0.5) * (self.window_seconds / num_frames)  # bin centres
+        self._tracks: dict[int, _TrackBuffer] = {}
+
+    def push(self, track_id: int, t: float, crop: np.ndarray, box: np.ndarray) -> list[Window]:
+        """Add one aligned crop of a track at time t (seconds); returns the windows completed by it."""
+        buf = self._tracks.get(track_id)
+        if buf is None:
+            buf = self._tracks[track_id] = _TrackBuffer(next_start=t)
+        buf.items.append((t, crop, np.asarray(box, np.float32)))
+        out = []
+        while t >= buf.next_start + self._offsets[-1]:
+            out.append(self._emit(track_id, buf, padded=False))
+        return out
+
+    def end(self, track_id: int) -> list[Window]:
+        """The track is over: emit the window holding its uncovered frames, if any, and forget it."""
+        buf = self._tracks.pop(track_id, None)
+        if buf is None or not buf.items or buf.items[-1][0] <= buf.covered_until:
+            return []
+        return [self._emit(track_id, buf, padded=True)]
+
+    def flush(self) -> list[Window]:
+        return [w for track_id in list(self._tracks) for w in self.end(track_id)]
+
+    def _emit(self, track_id: int, buf: _TrackBuffer, padded: bool) -> Window:
+        times = np.array([item[0] for item in buf.items])
+        targets = buf.next_start + self._offsets
+        pick = _nearest(times, targets)
+        window = Window(
+            track_id=track_id,
+            t_start=buf.next_start,
+            t_end=buf.next_start + self.window_seconds,
+            frames=np.stack([buf.items[i][1] for i in pick]),
+            boxes=np.stack([buf.items[i][2] for i in pick]),
+            timestamps=times[pick],
+            padded=padded and bool(targets[-1] > times[-1]),
+        )
+        buf.covered_until = window.t_end
+        buf.next_start += self.hop_seconds
+        # Keep the last frame before the next window's first target too: it may be the nearest to it.
+        first_target = buf.next_start + self._offsets[0]
+        while len(buf.items) > 1 and buf.items[1][0] <= first_target:
+            buf.items.popleft()
+        return window
+
+
+def _nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the time nearest to each target (times ascending)."""
+    right = np.clip(np.searchsorted(times, targets), 0, len(times) - 1)
+    left = np.clip(right - 1, 0, len(times) - 1)
+    return np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
