@@ -1,0 +1,79 @@
+"""Real-face fixtures for the face-pipeline tests: scikit-image photographs, pasted and moved, encoded with PyAV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from skimage import data
+
+
+def astronaut_face() -> np.ndarray:
+    """The astronaut's head and shoulders (Eileen Collins, public domain): uint8 RGB [180, 150, 3], face ~85x110."""
+    return np.ascontiguousarray(data.astronaut()[30:210, 150:300])
+
+
+def lfw_patches() -> tuple[np.ndarray, np.ndarray]:
+    """LFW subset in scikit-image: 100 real faces and 100 non-face patches, each grey 25x25, as RGB 180x180 images
+    (the patch upscaled to 100 px inside a grey border, since the patches are tight crops)."""
+    patches = data.lfw_subset()
+
+    def show(p: np.ndarray) -> np.ndarray:
+        grey = cv2.resize((p * 255).astype(np.uint8), (100, 100), interpolation=cv2.INTER_CUBIC)
+        canvas = np.full((180, 180), 128, np.uint8)
+        canvas[40:140, 40:140] = grey
+        return np.repeat(canvas[..., None], 3, axis=2)
+
+    return np.stack([show(p) for p in patches[:100]]), np.stack([show(p) for p in patches[100:]])
+
+
+def paste(background: np.ndarray, patch: np.ndarray, x: int, y: int, height: int | None = None) -> np.ndarray:
+    """Paste `patch` (resized to `height` rows, aspect kept) with its top-left at (x, y), clipped to the frame."""
+    if height is not None:
+        patch = cv2.resize(patch, (round(patch.shape[1] * height / patch.shape[0]), height), interpolation=cv2.INTER_AREA)
+    out = background.copy()
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + patch.shape[1], w), min(y + patch.shape[0], h)
+    out[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+    return out
+
+
+def backdrop(width: int = 640, height: int = 360, seed: int = 0) -> np.ndarray:
+    """A smooth, slightly textured non-face background."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(40, 200, size=(height // 40 + 1, width // 40 + 1, 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def write_video(
+    path: Path,
+    frames: Sequence[np.ndarray],
+    fps: float = 30,
+    times: Sequence[float] | None = None,
+    rotation: int = 0,
+    codec: str = "libx264",
+) -> Path:
+    """Encode RGB frames; `times` (seconds) gives a variable frame rate via explicit pts (time base 1/1000)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        if times is not None:
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
