@@ -9,17 +9,19 @@ batcher as soon as it exists, so decoding overlaps inference and windows of conc
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service import metrics
-from service.errors import InvalidParametersError, NoFramesError, TooLargeError
+from service.errors import InvalidParametersError, NoFramesError
 from service.registry import LoadedModel
 from service.schemas import (
     ClassifyOptions,
@@ -35,7 +37,8 @@ from service.schemas import (
 )
 from service.smoothing import EmaSmoother
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+if TYPE_CHECKING:
+    from service.faces import Window
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,6 @@ class Limits:
     window_scale_range: tuple[float, float] = (0.5, 2.0)
     detector: str | None = None
     detect_every: int = 1
-
-
-@dataclass
-class Window:
-    """T frames of one person, ready for the model."""
-
-    track_id: int
-    t_start: float
-    t_end: float
-    frames: np.ndarray  # uint8 [T, 224, 224, 3]
-    boxes: np.ndarray | None = None  # float [T, 4] x1 y1 x2 y2 in video pixels (None in aligned mode)
 
 
 @dataclass
@@ -92,144 +84,58 @@ def resolve_window(card_window: float, options: ClassifyOptions, limits: Limits)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Aligned mode: every frame is already the face crop
+# Frame sources
 
 
-class AlignedWindower:
-    """Cuts a stream of aligned frames (one person) into windows of T frames sampled uniformly over `window_s`.
+def _media_limits(limits: Limits):
+    from service.media import MediaLimits
 
-    Window k covers [t0 + k * hop, t0 + k * hop + window); frame j of T is the frame nearest to the window's
-    (j + 0.5) / T point. A clip shorter than one window still gives one window (the last frame repeats), and a tail
-    longer than half a hop after the last full window gets a final window ending at the last frame: nothing the
-    user sent is silently dropped.
-    """
-
-    def __init__(self, num_frames: int, window_s: float, hop_s: float):
-        self.num_frames, self.window, self.hop = num_frames, window_s, hop_s
-        self._times: deque[float] = deque()
-        self._images: deque[np.ndarray] = deque()
-        self._next_start: float | None = None
-        self._last_end: float | None = None
-        self._dt = 0.0  # frame interval estimate, for the end of the last frame
-
-    def _cut(self, start: float) -> Window:
-        times = np.fromiter(self._times, float)
-        targets = start + (np.arange(self.num_frames) + 0.5) * self.window / self.num_frames
-        picks = np.abs(times[None, :] - targets[:, None]).argmin(axis=1)  # nearest frame per target; past the end
-        frames = np.stack([self._images[i] for i in picks])  # the last frame repeats
-        self._last_end = start + self.window
-        return Window(0, float(start), float(start + self.window), frames)
-
-    def push(self, t: float, image: np.ndarray) -> list[Window]:
-        if self._times:
-            self._dt = t - self._times[-1]
-        if self._next_start is None:
-            self._next_start = t
-        self._times.append(t)
-        self._images.append(image)
-        out = []
-        while t >= self._next_start + self.window:  # a frame at or past the end: the window is complete
-            self._times.pop(), self._images.pop()  # cut without the frame that is past the end
-            out.append(self._cut(self._next_start))
-            self._times.append(t), self._images.append(image)
-            self._next_start += self.hop
-            while len(self._times) > 1 and self._times[1] <= self._next_start:  # keep one frame before the start
-                self._times.popleft(), self._images.popleft()
-        return out
-
-    def flush(self) -> list[Window]:
-        if not self._times:
-            return []
-        end = self._times[-1] + self._dt
-        if self._last_end is None:
-            return [self._cut(self._times[0])]
-        if end - self._last_end > self.hop / 2:
-            return [self._cut(max(self._times[0], end - self.window))]
-        return []
+    # Bytes are limited by the upload reader (while streaming); here: pixels and duration.
+    return MediaLimits(max_pixels=limits.max_pixels, max_duration_s=limits.max_video_seconds, max_bytes=None)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Decoding (PyAV). TEMPORARY: replaced by service.media (probe / iter_frames) when it lands.
+def _timed_frames(frames: Iterator, stats: Stats) -> Iterator:
+    """Count decoded frames and the time spent decoding them."""
+    while True:
+        start = time.perf_counter()
+        frame = next(frames, None)
+        stats.decode_s += time.perf_counter() - start
+        if frame is None:
+            return
+        stats.frames += 1
+        yield frame
 
 
-def _open_video(path: Path, limits: Limits):
-    import av
+def _video_frames(source: Path, filename: str | None, limits: Limits, stats: Stats) -> Iterator:
+    """`service.media.Frame`s of a video file, after probing it (size, duration, codec) into `stats.info`."""
+    from service.media import iter_frames, probe
 
-    from service.errors import UndecodableError, UnsupportedMediaError
-
-    try:
-        container = av.open(str(path))
-    except av.error.InvalidDataError as err:
-        raise UndecodableError(f"the upload is not a readable video: {err}") from None
-    except av.error.FFmpegError as err:
-        raise UndecodableError(f"cannot open the upload: {err}") from None
-    if not container.streams.video:
-        container.close()
-        raise UnsupportedMediaError("the upload has no video stream")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    width, height = stream.codec_context.width, stream.codec_context.height
-    duration = float(container.duration / 1_000_000) if container.duration else None
-    fps = float(stream.average_rate) if stream.average_rate else None
-    if width * height > limits.max_pixels:
-        container.close()
-        raise TooLargeError(f"frames of {width}x{height} exceed the limit of {limits.max_pixels} pixels")
-    if duration is not None and duration > limits.max_video_seconds:
-        container.close()
-        raise TooLargeError(f"the video lasts {duration:.1f} s, over the limit of {limits.max_video_seconds:g} s")
-    info = VideoInfo(width=width, height=height, fps=fps, duration_s=duration, codec=stream.codec_context.name)
-    return container, stream, info
+    media_limits = _media_limits(limits)
+    info = probe(source, filename=filename, limits=media_limits)
+    stats.info = VideoInfo(
+        width=info.width, height=info.height, fps=info.fps, duration_s=info.duration_s, codec=info.codec,
+        rotation=info.rotation,
+    )  # fmt: skip
+    yield from _timed_frames(iter_frames(source, filename=filename, limits=media_limits), stats)
 
 
-def _video_frames(path: Path, limits: Limits, stats: Stats, size: int | None) -> Iterator[tuple[float, np.ndarray]]:
-    """(t seconds, uint8 RGB [H, W, 3]) per frame; resized to size x size when size is given."""
-    import av
+def _image_folder_frames(folder: Path, fps: float, limits: Limits, stats: Stats) -> Iterator:
+    """A folder of frames (a dataset clip), ordered by the number in their names, timed at `fps`."""
+    from service.media import IMAGE_EXTENSIONS, Frame, iter_frames
 
-    from service.errors import UndecodableError
-
-    container, stream, stats.info = _open_video(path, limits)
-    fps = stats.info.fps or 25.0
-    try:
-        decoder = container.decode(stream)
-        index = 0
-        while True:
-            start = time.perf_counter()
-            try:
-                frame = next(decoder)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as err:
-                raise UndecodableError(f"decoding failed at frame {index}: {err}") from None
-            t = float(frame.time) if frame.time is not None else index / fps
-            if t > limits.max_video_seconds:
-                raise TooLargeError(f"the video runs past the limit of {limits.max_video_seconds:g} s")
-            kwargs = {"width": size, "height": size} if size else {}
-            image = frame.to_ndarray(format="rgb24", **kwargs)
-            stats.decode_s += time.perf_counter() - start
-            stats.frames += 1
-            index += 1
-            yield t, image
-    finally:
-        container.close()
-
-
-def _image_folder_frames(folder: Path, fps: float, stats: Stats, size: int) -> Iterator[tuple[float, np.ndarray]]:
-    """A folder of aligned frames (a dataset clip), in the order of the number in their names, at `fps`."""
-    import av
-
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES), key=_frame_number)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_frame_number)
     if not files:
         raise NoFramesError(f"no image files in {folder}")
-    for index, file in enumerate(files):
-        start = time.perf_counter()
-        with av.open(str(file)) as container:
-            frame = next(container.decode(video=0))
+
+    def frames() -> Iterator:
+        for index, file in enumerate(files):
+            image = next(iter_frames(file, limits=_media_limits(limits))).image
             if stats.info is None:
-                stats.info = VideoInfo(width=frame.width, height=frame.height, fps=fps, duration_s=len(files) / fps)
-            image = frame.to_ndarray(format="rgb24", width=size, height=size)
-        stats.decode_s += time.perf_counter() - start
-        stats.frames += 1
-        yield index / fps, image
+                h, w = image.shape[:2]
+                stats.info = VideoInfo(width=w, height=h, fps=fps, duration_s=len(files) / fps, codec="images")
+            yield Frame(index=index, t=index / fps, image=image)
+
+    yield from _timed_frames(frames(), stats)
 
 
 def _frame_number(path: Path) -> tuple[int, str]:
@@ -237,35 +143,62 @@ def _frame_number(path: Path) -> tuple[int, str]:
     return (int(digits[-1]) if digits else -1, path.name)
 
 
+def _frames(source: Path, filename: str | None, limits: Limits, stats: Stats, fps: float) -> Iterator:
+    if source.is_dir():
+        return _image_folder_frames(source, fps, limits, stats)
+    return _video_frames(source, filename, limits, stats)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Window generators
+# Window generators (both cut windows with the face pipeline's WindowBuilder)
 
 
 def aligned_windows(
-    source: Path,
-    num_frames: int,
-    size: int,
-    window_s: float,
-    hop_s: float,
-    limits: Limits,
-    stats: Stats,
-    fps: float = 25.0,
+    frames: Iterator, num_frames: int, size: int, window_s: float, hop_s: float, stats: Stats
 ) -> Iterator[Window]:
-    frames = (
-        _image_folder_frames(source, fps, stats, size)
-        if source.is_dir()
-        else _video_frames(source, limits, stats, size)
-    )
-    windower = AlignedWindower(num_frames, window_s, hop_s)
-    for t, image in frames:
-        yield from windower.push(t, image)
-    yield from windower.flush()
+    """Every frame is already the aligned face crop of one person (track 0): resize to size x size, no detection."""
+    import cv2
+
+    from service.faces import WindowBuilder
+
+    builder = WindowBuilder(num_frames, window_s, hop_s)
+    for frame in frames:
+        image = frame.image
+        h, w = image.shape[:2]
+        if (h, w) != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
+        yield from builder.push(0, frame.t, image, np.array([0, 0, w, h], np.float32))
+    yield from builder.flush()
+
+
+_local = threading.local()  # per pipeline thread: {backend: detector}
+
+
+def _detector(backend: str | None):
+    """One detector per pipeline thread and backend (created on first use, kept for the next requests)."""
+    from service.faces import DEFAULT_BACKEND, create_detector
+
+    backend = backend or DEFAULT_BACKEND
+    cache = _local.__dict__.setdefault("detectors", {})
+    if backend not in cache:
+        cache[backend] = create_detector(backend)
+    return cache[backend]
 
 
 def face_windows(
-    source: Path, num_frames: int, window_s: float, hop_s: float, limits: Limits, stats: Stats
+    frames: Iterator, num_frames: int, window_s: float, hop_s: float, limits: Limits, stats: Stats
 ) -> Iterator[Window]:
-    raise NotImplementedError("the face pipeline (service.faces) is not integrated yet; use mode=aligned")
+    """Detect, track and align every face (service.faces.FacePipeline); windows per track."""
+    from service.faces import FacePipeline
+
+    pipeline = FacePipeline(_detector(limits.detector), num_frames, window_s, hop_s, detect_every=limits.detect_every)
+    for frame in frames:
+        start = time.perf_counter()
+        tracks, windows = pipeline.push(frame)
+        stats.faces_s += time.perf_counter() - start
+        stats.faces += len(tracks)
+        yield from windows
+    yield from pipeline.flush()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -380,18 +313,22 @@ async def analyse_video(
     options: ClassifyOptions,
     limits: Limits,
     executor: Executor,
+    filename: str | None = None,
     fps: float = 25.0,
 ) -> ClassifyResponse:
-    """Classify every person of the video at `source` (or, in aligned mode, a folder of aligned frames)."""
+    """Classify every person of the video at `source` (or, in aligned mode, a folder of aligned frames at `fps`).
+
+    `filename` is the name the client gave the upload (its suffix is checked; the bytes decide the format).
+    """
     started = time.perf_counter()
     card = model.stored.card
     window_s, hop_s = resolve_window(card.window_seconds, options, limits)
     stats = Stats()
+    frames = _frames(source, filename, limits, stats, fps)
     if options.mode == "aligned":
-        size = card.input.height
-        windows = aligned_windows(source, card.num_frames, size, window_s, hop_s, limits, stats, fps)
+        windows = aligned_windows(frames, card.num_frames, card.input.height, window_s, hop_s, stats)
     else:
-        windows = face_windows(source, card.num_frames, window_s, hop_s, limits, stats)
+        windows = face_windows(frames, card.num_frames, window_s, hop_s, limits, stats)
     collected = await _classify_windows(model, windows, executor, max_inflight=2 * model.batcher.max_batch)
     metrics.FRAMES.labels("classify").inc(stats.frames)
     metrics.FACES.labels("classify").inc(stats.faces)
@@ -422,4 +359,4 @@ async def analyse_video(
     )
 
 
-__all__ = ["AlignedWindower", "Limits", "Window", "analyse_video", "build_persons", "resolve_window"]
+__all__ = ["Limits", "Window", "analyse_video", "build_persons", "resolve_window"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import time
+from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,7 +16,7 @@ from service import metrics
 from service.errors import BusyError, DeadlineError, error_responses
 from service.pipeline import analyse_video
 from service.schemas import ClassifyOptions, ClassifyResponse
-from service.uploads import UploadAborted, receive_upload
+from service.uploads import Upload, UploadAborted, receive_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["classification"])
@@ -58,6 +60,14 @@ _EXAMPLE = {
 }  # fmt: skip
 
 
+def _media_name(upload: Upload) -> str:
+    """The name the decoder checks the suffix of: the client's file name, else one from the content type."""
+    if upload.filename and PurePath(upload.filename).suffix:
+        return upload.filename
+    suffix = mimetypes.guess_extension(upload.content_type or "") or ""
+    return "upload" + (suffix if suffix not in ("", ".bin") else ".mp4")
+
+
 async def _client_gone(request: Request) -> None:
     """Returns when the client disconnects (the body is fully read by then, so the next message is the disconnect)."""
     while True:
@@ -88,7 +98,7 @@ async def classify(request: Request, options: Annotated[ClassifyOptions, Query()
         async with receive_upload(request, settings.max_upload_bytes, settings.upload_dir) as upload:
             upload_s = time.perf_counter() - started
             analysis = asyncio.ensure_future(
-                analyse_video(upload.path, model, options, state.limits, state.pipeline_executor)
+                analyse_video(upload.path, model, options, state.limits, state.pipeline_executor, _media_name(upload))
             )
             watcher = asyncio.ensure_future(_client_gone(request))
             try:
