@@ -33,7 +33,9 @@ def lfw_patches() -> tuple[np.ndarray, np.ndarray]:
 def paste(background: np.ndarray, patch: np.ndarray, x: int, y: int, height: int | None = None) -> np.ndarray:
     """Paste `patch` (resized to `height` rows, aspect kept) with its top-left at (x, y), clipped to the frame."""
     if height is not None:
-        patch = cv2.resize(patch, (round(patch.shape[1] * height / patch.shape[0]), height), interpolation=cv2.INTER_AREA)
+        patch = cv2.resize(
+            patch, (round(patch.shape[1] * height / patch.shape[0]), height), interpolation=cv2.INTER_AREA
+        )
     out = background.copy()
     h, w = out.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + patch.shape[1], w), min(y + patch.shape[0], h)
