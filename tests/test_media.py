@@ -66,7 +66,7 @@ def test_rotation_metadata_is_applied(tmp_path):
 
 def test_still_image_and_file_object(tmp_path):
     img = np.full((120, 160, 3), 77, np.uint8)
-    ok, png = cv2.imencode(".png", img)
+    _ok, png = cv2.imencode(".png", img)
     (tmp_path / "a.png").write_bytes(png.tobytes())
     frames = list(iter_frames(tmp_path / "a.png"))
     assert len(frames) == 1 and frames[0].t == 0.0 and frames[0].image.shape == (120, 160, 3)
@@ -133,14 +133,14 @@ def test_audio_only(tmp_path):
 
 
 def test_one_by_one_pixel(tmp_path):
-    ok, png = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    _ok, png = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
     (tmp_path / "dot.png").write_bytes(png.tobytes())
     _expect(UnsupportedMediaError, "too_small", lambda: probe(tmp_path / "dot.png"))
     _expect(UnsupportedMediaError, "too_small", lambda: list(iter_frames(tmp_path / "dot.png")))
 
 
 def test_8k_frame_is_too_large(tmp_path):
-    ok, png = cv2.imencode(".png", np.zeros((4320, 7680, 3), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    _ok, png = cv2.imencode(".png", np.zeros((4320, 7680, 3), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     (tmp_path / "8k.png").write_bytes(png.tobytes())
     err = _expect(MediaTooLargeError, "pixels", lambda: probe(tmp_path / "8k.png"))
     assert err.code == "too_large" and err.http_status == 413
