@@ -148,28 +148,135 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from models import get_config
-    from models.checkpoint import load_any, load_checkpoint
     from training.data.layouts import DATASET_CLASSES
-    from training.export import export_onnx, onnx_parity, write_card
+    from training.export import export_to_store, load_for_export
 
-    if args.checkpoint.endswith(".safetensors"):
-        model, meta = load_checkpoint(args.checkpoint)
-    else:
-        model, meta = load_any(args.checkpoint, get_config("s2d_base"), args.landmark), {}
+    model, meta = load_for_export(args.checkpoint, args.landmark)
     classes = args.classes.split(",") if args.classes else meta.get("classes")
     if classes is None and args.dataset:
         classes = list(DATASET_CLASSES[args.dataset])
     if classes is None:
         raise ValueError("the checkpoint does not name its classes: pass --classes a,b,c or --dataset NAME")
-    out = Path(args.output)
-    onnx_path = export_onnx(model, out / "model.onnx")
-    parity = onnx_parity(model, onnx_path)
-    sampling = {"frames_per_window": model.config.num_frames, "window_seconds": args.window_seconds}
-    card = write_card(out, model, classes, args.checkpoint, sampling=sampling, parity={"onnxruntime_cpu_fp32": parity})
-    print(f"wrote {onnx_path} and {card}")
+    if args.output:  # -o DIR: DIR is the model folder (written atomically, like a store entry)
+        out = Path(args.output).resolve()
+        root, name = out.parent, args.name or out.name
+        if name != out.name:
+            raise ValueError(f"with -o the folder name is the model name: -o {out.parent / name} or drop --name")
+    else:
+        root, name = args.store, args.name or Path(args.checkpoint).stem
+    from s2d.card import SourceCheckpoint
+    from training.export import sha256_of
+
+    stored = export_to_store(
+        model,
+        root,
+        name,
+        classes,
+        variants=tuple(args.variants.split(",")),
+        window_seconds=args.window_seconds,
+        source=SourceCheckpoint(path=Path(args.checkpoint).name, sha256=sha256_of(args.checkpoint)),
+        int8_method=args.int8_method,
+        demo=args.demo,
+        **({"licence": args.licence} if args.licence else {}),
+    )
+    print(f"wrote {stored.path}: {', '.join(f'{v} ({s.file})' for v, s in stored.card.variants.items())}")
+    parity = stored.card.parity["onnxruntime_cpu_fp32"]
     print(f"ONNX Runtime CPU vs PyTorch fp32: max |dlogit| {parity['max_abs_logit_diff']:.2e}")
+    for variant, spec in stored.card.variants.items():
+        speed = f", {spec.clips_per_s:.2f} clips/s" if spec.clips_per_s else ""
+        print(
+            f"  {variant}: top-1 agreement {100 * spec.top1_agreement:.1f}% on {spec.agreement_clips} clips, "
+            f"max |dlogit| {spec.max_abs_logit_diff:.2e}{speed}"
+        )
     return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from s2d.store import ModelStore
+
+    store = ModelStore(args.store)
+    models = store.list()
+    if args.json:
+        print(json.dumps([{"name": m.name, "path": str(m.path), **m.card.model_dump(mode="json")} for m in models]))
+        return 0
+    if not models:
+        print(f"no models in {store.root} (build the demo model, or `s2d weights pull NAME` / `s2d weights import`)")
+        return 0
+    default = store.default().name
+    print(f"model store: {store.root}")
+    for m in models:
+        card = m.card
+        flags = " [demo: synthetic faces only]" * card.demo + " [default]" * (m.name == default)
+        print(f"{m.name}  version {card.version}  T={card.num_frames} over {card.window_seconds:g}s{flags}")
+        print(f"    classes ({len(card.classes)}): {', '.join(card.classes)}")
+        print(f"    variants: {', '.join(f'{v} ({s.file})' for v, s in card.variants.items())}")
+    return 0
+
+
+def _weights_call(fn, *a, **kw) -> int:
+    from training.weights import WeightsError
+
+    try:
+        result = fn(*a, **kw)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    for fetched in result.files:
+        pin = "matches the pinned sha256" if fetched.verified else "no pinned sha256 to check (recorded as is)"
+        print(f"{fetched.entry.name}: {fetched.path} sha256 {fetched.sha256} ({pin})")
+    if result.store_path:
+        print(f"exported {result.name} into {result.store_path}")
+    return 0
+
+
+def _export_options(args: argparse.Namespace) -> dict:
+    return {"variants": tuple(args.variants.split(",")), "int8_method": args.int8_method}
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from training.weights import load_registry
+
+    for entry in load_registry(args.registry).values():
+        pinned = "pinned" if entry.pinned else "NOT pinned (sha256/revision/file name unknown here)"
+        print(f"{entry.name:16s} {entry.kind:8s} {entry.filename or '?'}  [{pinned}]")
+        print(f"    {entry.description}")
+        print(f"    licence: {entry.licence}")
+    return 0
+
+
+def cmd_weights_pull(args: argparse.Namespace) -> int:
+    from training.weights import load_registry, pull
+
+    registry = load_registry(args.registry)
+    return _weights_call(
+        pull,
+        args.name,
+        registry=registry,
+        store_root=args.store,
+        trust_unpinned=args.trust_unpinned,
+        **_export_options(args),
+    )
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from training.weights import import_file, load_registry
+
+    registry = load_registry(args.registry)
+    return _weights_call(
+        import_file,
+        args.file,
+        args.name,
+        registry=registry,
+        store_root=args.store,
+        landmark=args.landmark,
+        trust_unpinned=args.trust_unpinned,
+        **_export_options(args),
+    )
+
+
+def add_variant_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--variants", default=default, help=f"ONNX variants among fp32,fp16,int8 (default {default})")
+    p.add_argument("--int8-method", default="dynamic", choices=("dynamic", "static"), help="int8 quantisation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,16 +329,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="folder for the JSON report and confusion-matrix PNG")
     evaluate.set_defaults(func=cmd_eval)
 
-    export = commands.add_parser("export", help="write model.onnx (uint8 face clips in, probabilities out) + card.json")
+    export = commands.add_parser(
+        "export", help="write a model folder: model.onnx (+ fp16 / int8 variants) and card.json"
+    )
     export.add_argument("checkpoint", help="our .safetensors checkpoint or an official S2D .pth")
-    export.add_argument("-o", "--output", required=True, help="output folder")
+    where = export.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="the model folder to write (replaced atomically)")
+    where.add_argument("--store", nargs="?", const=None, default=False, help="write into the model store instead")
+    export.add_argument("--name", help="model name in the store (default: the checkpoint's file name)")
     export.add_argument("--classes", help="comma-separated class names, in order (default: from the checkpoint)")
     export.add_argument("--dataset", help="take the class names of this dataset (dfew, ferv39k, mafw, ...)")
     export.add_argument("--landmark", help="MobileFaceNet checkpoint (with an official S2D checkpoint)")
     export.add_argument(
         "--window-seconds", type=float, default=2.0, help="duration the model's training clips covered (default 2.0)"
     )
+    export.add_argument("--licence", help="licence of the weights, written into the card")
+    export.add_argument("--demo", action="store_true", help="mark the model as a demo (synthetic faces only)")
+    add_variant_args(export, default="fp32")
     export.set_defaults(func=cmd_export)
+
+    models = commands.add_parser("models", help="the model store").add_subparsers(dest="action", required=True)
+    models_list = models.add_parser("list", help="models in the store: name, version, classes, variants, demo")
+    models_list.add_argument("--store", help="store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
+    models_list.add_argument("--json", action="store_true")
+    models_list.set_defaults(func=cmd_models_list)
+
+    weights = commands.add_parser("weights", help="the authors' released weights").add_subparsers(
+        dest="action", required=True
+    )
+    for action, helptext in (
+        ("list", "registered releases, their pinning and licences"),
+        ("pull", "download (sha256-verified), convert and export a release into the model store"),
+        ("import", "the same from a file downloaded by hand"),
+    ):
+        p = weights.add_parser(action, help=helptext)
+        p.add_argument("--registry", help="a JSON registry file instead of the built-in one")
+        if action == "list":
+            p.set_defaults(func=cmd_weights_list)
+            continue
+        if action == "pull":
+            p.add_argument("name", help="release name (see `s2d weights list`)")
+        else:
+            p.add_argument("file", help="the downloaded checkpoint (or mobilefacenet_model_best.pth.tar)")
+            p.add_argument("--name", help="release name (default: recognised by file name or sha256)")
+            p.add_argument("--landmark", help="MobileFaceNet checkpoint file (default: the pulled/imported one)")
+        p.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
+        p.add_argument("--trust-unpinned", action="store_true", help="accept files the registry pins no sha256 for")
+        add_variant_args(p, default="fp32,fp16,int8")
+        p.set_defaults(func=cmd_weights_pull if action == "pull" else cmd_weights_import)
     return parser
 
 

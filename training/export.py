@@ -9,7 +9,7 @@ The model card written next to it is the contract with the service.
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from models import IMAGENET_MEAN, IMAGENET_STD, S2DModel
+from s2d.card import CPU, CUDA, ModelCard, SourceCheckpoint, VariantSpec, parse_card
+from s2d.store import ModelStore, StoredModel
+
+log = logging.getLogger(__name__)
 
 INPUT_NAME = "frames"
 OUTPUT_NAMES = ("logits", "probs", "features")
@@ -83,6 +87,159 @@ def onnx_parity(model: S2DModel, path: str | Path, batch: int = 2, seed: int = 0
     }
 
 
+# --- reduced-precision variants --------------------------------------------------------------------------------------
+# Each variant is its own ONNX file in the model folder; the card says where it is meant to run.
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+VARIANT_PROVIDERS = {"fp32": [CPU, CUDA], "fp16": [CUDA], "int8": [CPU]}
+DEFAULT_VARIANTS = ("fp32", "fp16", "int8")
+MIN_AGREEMENT = 0.99
+# Ops whose weights int8 quantisation covers: every linear layer and convolution (attention matmuls included).
+INT8_OPS = ["MatMul", "Gemm", "Conv"]
+
+
+def synthetic_clips(count: int, num_frames: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """Procedural face clips, one random expression each: uint8 [N, T, size, size, 3]. Default agreement set."""
+    from training.data.synthetic import EXPRESSIONS, render_clip
+
+    rng = np.random.default_rng(seed)
+    clips = [render_clip(EXPRESSIONS[i % len(EXPRESSIONS)], num_frames, size, rng) for i in range(count)]
+    return np.stack([np.stack(c) for c in clips]).astype(np.uint8)
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> Path:
+    """fp32 graph -> fp16 graph (weights and activations), keeping the uint8 input and fp32 outputs."""
+    import warnings
+
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():  # one warning per weight smaller than fp16's range: noise, not news
+        warnings.simplefilter("ignore")
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    graph = half.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+    outputs = {o.name for o in graph.output}
+    # The converter keeps the fp32 output casts but leaves two things fp32 that now carry fp16 values:
+    # casts of the uint8 input (`to` still FLOAT) and internal consumers of an output (`features` feeds the head).
+    output_casts = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and n.output[0] in outputs}
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output[0] in outputs:
+            continue
+        for i, name in enumerate(node.input):
+            if name in output_casts:
+                node.input[i] = output_casts[name]
+        if node.op_type == "Cast" and types.get(node.output[0]) == onnx.TensorProto.FLOAT16:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
+    onnx.checker.check_model(half)
+    return _save_onnx(half, dst)
+
+
+def _save_onnx(model, dst: str | Path) -> Path:
+    import onnx
+
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+    return dst
+
+
+class _ClipReader:
+    """Calibration clips for onnxruntime.quantization, one clip per call."""
+
+    def __init__(self, clips: np.ndarray):
+        self.clips = iter(clips)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        clip = next(self.clips, None)
+        return None if clip is None else {INPUT_NAME: clip[None]}
+
+
+def quantize_int8(
+    src: str | Path, dst: str | Path, calibration: np.ndarray | None = None, method: str = "dynamic"
+) -> Path:
+    """int8 weights for the CPU (VNNI). `dynamic`: activations quantised per call (MatMulInteger, no calibration);
+    `static`: QDQ, per-channel weights, activation ranges from `calibration` clips uint8 [N, T, H, W, 3]."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    if method == "dynamic":
+        quantize_dynamic(
+            str(src), str(tmp), op_types_to_quantize=INT8_OPS, per_channel=True, weight_type=QuantType.QInt8
+        )
+    elif method == "static":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("static int8 quantisation needs calibration clips")
+        quantize_static(
+            str(src),
+            str(tmp),
+            _ClipReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=INT8_OPS,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    else:
+        raise ValueError(f"unknown int8 method {method!r}: dynamic or static")
+    tmp.replace(dst)
+    return dst
+
+
+# --- measuring variants ----------------------------------------------------------------------------------------------
+
+
+def onnx_session(path: str | Path, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=providers or [CPU])
+
+
+def run_onnx(session, clips: np.ndarray, batch: int = 4) -> np.ndarray:
+    """Logits [N, C] for uint8 clips [N, T, H, W, 3], `batch` clips per call."""
+    return np.concatenate(
+        [session.run(["logits"], {INPUT_NAME: clips[i : i + batch]})[0] for i in range(0, len(clips), batch)]
+    )
+
+
+def torch_logits(model: S2DModel, clips: np.ndarray, batch: int = 4) -> np.ndarray:
+    """PyTorch fp32 logits [N, C]: the reference every variant is compared with."""
+    wrapper = UInt8ClipClassifier(model).eval()
+    with torch.inference_mode():
+        return torch.cat(
+            [wrapper(torch.from_numpy(clips[i : i + batch]))[0] for i in range(0, len(clips), batch)]
+        ).numpy()
+
+
+def agreement(reference: np.ndarray, logits: np.ndarray) -> dict:
+    """Top-1 agreement and max |dlogit| of `logits` against `reference` (both [N, C])."""
+    return {
+        "top1_agreement": float((reference.argmax(-1) == logits.argmax(-1)).mean()),
+        "max_abs_logit_diff": float(np.abs(reference - logits).max()),
+        "agreement_clips": len(reference),
+    }
+
+
+def clips_per_second(session, clip: np.ndarray, repeats: int = 3) -> float:
+    """Batch-1 throughput: median of `repeats` timed calls after one warm-up call."""
+    feed = {INPUT_NAME: clip[None]}
+    session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return 1.0 / float(np.median(times))
+
+
+# --- the model folder and the store ----------------------------------------------------------------------------------
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -91,29 +248,179 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_card(out_dir: str | Path, model: S2DModel, classes: list[str], source: str | Path, **extra) -> Path:
-    """card.json: what the service needs to feed the ONNX file and to name its outputs."""
+def make_card(
+    model: S2DModel,
+    classes: list[str],
+    variants: dict[str, VariantSpec],
+    *,
+    name: str,
+    source: SourceCheckpoint,
+    window_seconds: float = 2.0,
+    version: str | None = None,
+    licence: str = "unspecified: the licence of the checkpoint's weights and training data applies",
+    demo: bool = False,
+    **fields,
+) -> ModelCard:
+    """The card of an exported model; raises CardError if anything does not validate."""
     cfg = model.config
     if len(classes) != cfg.num_classes:
         raise ValueError(f"{len(classes)} class names for a {cfg.num_classes}-class model")
     card = {
-        "name": extra.pop("name", cfg.name),
-        "version": extra.pop("version", time.strftime("%Y.%m.%d")),
+        "name": name,
+        "version": version or time.strftime("%Y.%m.%d"),
         "classes": list(classes),
         "num_frames": cfg.num_frames,
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "uint8",
-            "layout": "BTHWC",
-            "shape": [None, cfg.num_frames, cfg.img_size, cfg.img_size, 3],
-            "color": "RGB",
-            "content": "face crops aligned to the canonical 224x224 template",
-        },
+        "window_seconds": window_seconds,
+        "input": {"name": INPUT_NAME, "height": cfg.img_size, "width": cfg.img_size},
         "outputs": list(OUTPUT_NAMES),
+        "variants": variants,
+        "demo": demo,
+        "licence": licence,
+        "source_checkpoint": source,
         "architecture": cfg.to_dict(),
-        "source_checkpoint": {"path": Path(source).name, "sha256": sha256_of(source)},
-        **extra,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **fields,
     }
-    path = Path(out_dir) / "card.json"
-    path.write_text(json.dumps(card, indent=2))
-    return path
+    return parse_card(card, f"card of {name}")
+
+
+def write_model_folder(
+    model: S2DModel,
+    folder: str | Path,
+    classes: list[str],
+    *,
+    name: str,
+    source: SourceCheckpoint,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    evaluation: np.ndarray | None = None,
+    calibration: np.ndarray | None = None,
+    int8_method: str = "dynamic",
+    timing: bool = True,
+    **card_fields,
+) -> ModelCard:
+    """Export `model` into `folder`: one ONNX file per variant and card.json with each variant's measured figures.
+
+    `evaluation`: uint8 clips [N, T, H, W, 3] on which every variant is compared with PyTorch fp32 (default: 32
+    synthetic face clips); `calibration`: clips for static int8 (default: 8 other synthetic clips).
+    """
+    unknown = set(variants) - set(VARIANT_FILES)
+    if unknown or "fp32" not in variants:
+        raise ValueError(f"variants must include fp32 and be among {sorted(VARIANT_FILES)}, got {list(variants)}")
+    folder = Path(folder)
+    cfg = model.config
+    model = model.eval()
+    fp32_path = export_onnx(model, folder / VARIANT_FILES["fp32"])
+    if evaluation is None:
+        evaluation = synthetic_clips(32, cfg.num_frames, cfg.img_size, seed=1)
+    reference = torch_logits(model, evaluation)
+    specs, measured_on = {}, f"{_cpu_name()}, onnxruntime {_ort_version()} CPUExecutionProvider, batch 1"
+    for variant in variants:
+        path = folder / VARIANT_FILES[variant]
+        if variant == "fp16":
+            convert_fp16(fp32_path, path)
+        elif variant == "int8":
+            if calibration is None and int8_method == "static":
+                calibration = synthetic_clips(8, cfg.num_frames, cfg.img_size, seed=2)
+            quantize_int8(fp32_path, path, calibration, method=int8_method)
+        session = onnx_session(path)  # fp16 runs on ORT CPU too (slowly): its agreement is measured here
+        figures = agreement(reference, run_onnx(session, evaluation))
+        if figures["top1_agreement"] < MIN_AGREEMENT:
+            log.warning("%s variant agrees with fp32 on only %.1f%% of clips", variant, 100 * figures["top1_agreement"])
+        timed = timing and CPU in VARIANT_PROVIDERS[variant]
+        specs[variant] = VariantSpec(
+            file=path.name,
+            precision=variant,
+            providers=VARIANT_PROVIDERS[variant],
+            size_bytes=path.stat().st_size,
+            sha256=sha256_of(path),
+            clips_per_s=clips_per_second(session, evaluation[0]) if timed else None,
+            measured_on=measured_on if timed else None,
+            notes=_VARIANT_NOTES.get(variant, "") + (f" int8 method: {int8_method}." if variant == "int8" else ""),
+            **figures,
+        )
+    parity = dict(card_fields.pop("parity", None) or {})
+    parity["onnxruntime_cpu_fp32"] = onnx_parity(model, fp32_path)
+    parity["agreement_clips"] = card_fields.pop("agreement_clips_description", "synthetic face clips (seeded)")
+    card = make_card(model, classes, specs, name=name, source=source, parity=parity, **card_fields)
+    card.save(folder / "card.json")
+    return card
+
+
+_VARIANT_NOTES = {
+    "fp32": "Reference graph; figures are ONNX Runtime CPU vs PyTorch fp32.",
+    "fp16": "For CUDA; figures measured with ONNX Runtime CPU's fp16 kernels vs PyTorch fp32, speed not timed here.",
+    "int8": "For CPU: int8 weights (per channel) on MatMul/Gemm/Conv; figures vs PyTorch fp32.",
+}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def load_for_export(checkpoint: str | Path, landmark: str | Path | None = None) -> tuple[S2DModel, dict]:
+    """Our .safetensors checkpoint (metadata with class names) or an official .pth (+ MobileFaceNet weights)."""
+    from models import get_config
+    from models.checkpoint import load_any, load_checkpoint
+
+    if str(checkpoint).endswith(".safetensors"):
+        return load_checkpoint(checkpoint)
+    return load_any(checkpoint, get_config("s2d_base"), landmark), {}
+
+
+def export_to_store(
+    model_or_checkpoint: S2DModel | str | Path,
+    store_root: str | Path | None,
+    name: str,
+    classes: list[str] | None = None,
+    *,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    demo: bool = False,
+    window_seconds: float = 2.0,
+    evaluation: np.ndarray | None = None,
+    calibration: np.ndarray | None = None,
+    landmark: str | Path | None = None,
+    source: SourceCheckpoint | None = None,
+    **card_fields,
+) -> StoredModel:
+    """Export a model (or a checkpoint file) into `<store_root>/<name>/`, replacing any previous model of that name
+    atomically. Class names default to the checkpoint's metadata. Extra keyword arguments go to the card
+    (`licence`, `version`, `description`, `training`, `metrics`, ...) or to `write_model_folder` (`int8_method`,
+    `timing`)."""
+    if isinstance(model_or_checkpoint, S2DModel):
+        model, meta = model_or_checkpoint, {}
+        source = source or SourceCheckpoint(path="<in memory>", sha256=None)
+    else:
+        model, meta = load_for_export(model_or_checkpoint, landmark)
+        path = Path(model_or_checkpoint)
+        source = source or SourceCheckpoint(path=path.name, sha256=sha256_of(path))
+    classes = list(classes or meta.get("classes") or [])
+    if not classes:
+        raise ValueError("the checkpoint does not name its classes: pass them (--classes a,b,c or --dataset NAME)")
+    store = ModelStore(store_root)
+    with store.staging(name) as folder:
+        write_model_folder(
+            model,
+            folder,
+            classes,
+            name=name,
+            source=source,
+            variants=variants,
+            evaluation=evaluation,
+            calibration=calibration,
+            demo=demo,
+            window_seconds=window_seconds,
+            **card_fields,
+        )
+    return store.get(name)
