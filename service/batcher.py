@@ -75,6 +75,10 @@ class Batcher:
         self._batch_ids = itertools.count()
         self._seconds_per_batch = 0.0  # moving average of one inference call, for Retry-After
         self._labels = {"model": model.name, "provider": model.provider}
+        # Read at scrape time, so clips dropped by cancelled requests leave the gauge at once.
+        metrics.QUEUE_DEPTH.labels(model.name).set_function(
+            lambda: sum(not item.future.done() for item in tuple(self._queue))
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,7 +146,6 @@ class Batcher:
         now = time.monotonic()
         items = [_Item(clip, loop.create_future(), now, deadline) for clip in frames]
         self._queue.extend(items)
-        metrics.QUEUE_DEPTH.labels(self.model.name).set(len(self._queue))
         self._arrived.set()
         outcomes: list[_ClipOutcome] = await asyncio.gather(*(item.future for item in items))
         return BatchResult(
@@ -184,7 +187,6 @@ class Batcher:
                 return batch
 
     async def _notify_space(self) -> None:
-        metrics.QUEUE_DEPTH.labels(self.model.name).set(len(self._queue))
         async with self._space:
             self._space.notify_all()
 

@@ -294,3 +294,36 @@ def test_settings_from_a_toml_file_and_the_environment(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="max_batch"):
         load_settings()
     assert json.loads(json.dumps(load_settings(path, max_batch=2).model_dump(mode="json")))["max_batch"] == 2
+
+
+def _two_faces_video(path: Path, n: int = 30, fps: float = 20.0) -> Path:
+    """Two real faces (the astronaut and a mirrored, re-tinted copy) crossing a 640x360 frame."""
+    from tests.faces_helpers import astronaut_face, backdrop, paste, write_video
+
+    a = astronaut_face()
+    b = np.ascontiguousarray(a[:, ::-1, [1, 0, 2]])
+    frames = []
+    for i in range(n):
+        f = i / (n - 1)
+        frame = paste(backdrop(seed=1), a, int(20 + 420 * f), 30, 150)
+        frames.append(paste(frame, b, int(440 - 420 * f), 180, 150))
+    return write_video(path, frames, fps=fps)
+
+
+def test_faces_mode_finds_tracks_and_classifies_each_person(server, tmp_path):
+    video = _two_faces_video(tmp_path / "two.mp4")
+    with server.client() as client:
+        response = classify(client, video, mode="faces")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        blank = make_video(tmp_path / "blank.mp4", seconds=0.5, fps=8, size=(240, 320))
+        assert_error(classify(client, blank, mode="faces"), 422, "no_frames")
+    assert body["mode"] == "faces" and body["video"]["width"] == 640 and body["video"]["faces_detected"] >= 50
+    long_tracks = [p for p in body["persons"] if p["summary"]["num_windows"] >= 2]
+    assert len(long_tracks) == 2, [(p["track_id"], p["summary"]["num_windows"]) for p in body["persons"]]
+    for person in long_tracks:
+        assert all(len(w["box"]) == 4 for w in person["windows"])
+        assert [w["t_start"] for w in person["windows"]] == sorted(w["t_start"] for w in person["windows"])
+    centres = [np.mean([(w["box"][0] + w["box"][2]) / 2 for w in p["windows"][:1]]) for p in long_tracks]
+    assert abs(centres[0] - centres[1]) > 100  # two different people, not one track twice
+    assert body["timings"]["faces"] > 0
