@@ -48,7 +48,7 @@ class Limits:
     min_hop_seconds: float = 0.25
     window_scale_range: tuple[float, float] = (0.5, 2.0)
     detector: str | None = None
-    detect_every: int = 1
+    detect_every: int = 5
 
 
 @dataclass

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
 
     # Faces
     detector: str | None = Field(None, description="face detector backend; default: the face pipeline's")
-    detect_every: int = Field(1, ge=1, description="run the detector on every n-th frame, track in between")
+    detect_every: int = Field(5, ge=1, description="full face detection every n-th frame; tracked in between")
 
     # HTTP
     host: str = "127.0.0.1"

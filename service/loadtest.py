@@ -1,0 +1,132 @@
+"""Benchmark a running service: requests/s and p50/p95 latency at several concurrencies, and the share of time
+spent outside the model (from the server's own timings).
+
+    python -m service.loadtest --url http://127.0.0.1:8000 --video clip.mp4 --concurrency 1 4 16 --requests 32
+
+Without --video it makes the standard clip: 2 s, 640x360, 25 fps, one face (the scikit-image astronaut when
+scikit-image is installed, else a drawn face), h264. Prints one line per concurrency and writes JSON with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def standard_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (360, 640)) -> Path:
+    """A `seconds` long single-face clip, `size` (h, w), h264 in mp4."""
+    import av
+
+    h, w = size
+    face = _face_image(200)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width, stream.pix_fmt = h, w, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        for i in range(round(seconds * fps)):
+            frame = np.full((h, w, 3), (70, 90, 110), np.uint8)
+            x = 200 + int(30 * np.sin(i / 8))
+            frame[80 : 80 + face.shape[0], x : x + face.shape[1]] = face
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = i
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _face_image(height: int) -> np.ndarray:
+    try:
+        from skimage import data, transform
+
+        crop = data.astronaut()[20:220, 150:330]  # the astronaut's face, a public-domain photo
+        return (transform.resize(crop, (height, int(height * 0.9))) * 255).astype(np.uint8)
+    except ImportError:
+        import cv2
+
+        img = np.full((height, int(height * 0.8), 3), (70, 90, 110), np.uint8)
+        cx, cy = img.shape[1] // 2, height // 2
+        cv2.ellipse(img, (cx, cy), (int(height * 0.33), int(height * 0.45)), 0, 0, 360, (225, 190, 160), -1)
+        for dx in (-0.13, 0.13):
+            cv2.circle(img, (int(cx + dx * height), int(cy - 0.08 * height)), height // 25, (40, 30, 30), -1)
+        cv2.ellipse(img, (cx, int(cy + 0.2 * height)), (height // 8, height // 30), 0, 0, 360, (120, 30, 40), -1)
+        return img
+
+
+def run_level(url: str, video: bytes, concurrency: int, requests: int, headers: dict, params: dict) -> dict:
+    def one(_: int) -> tuple[float, int, dict | None]:
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+            start = time.perf_counter()
+            response = client.post("/v1/classify", params=params, files={"file": ("clip.mp4", video, "video/mp4")})
+            seconds = time.perf_counter() - start
+        return seconds, response.status_code, response.json() if response.status_code == 200 else None
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    ok = [(s, body) for s, status, body in results if status == 200]
+    latencies = sorted(s for s, _ in ok)
+    # Per request: the share of its server-side time not spent in the model call(s) its clips were part of
+    # (upload, decode, faces, queue, JSON), averaged over requests.
+    outside = [1 - min(b["timings"]["inference"] / b["timings"]["total"], 1.0) for _, b in ok if b["timings"]["total"]]
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": len(ok),
+        "errors": {str(st): sum(1 for _, s, _ in results if s == st) for st in {s for _, s, _ in results if s != 200}},
+        "requests_per_s": len(ok) / wall,
+        "p50_s": statistics.median(latencies) if latencies else None,
+        "p95_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None,
+        "outside_model_share": statistics.mean(outside) if outside else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--video", help="video to send (default: the standard 2 s 640x360 single-face clip)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
+    parser.add_argument("--api-key")
+    parser.add_argument("--mode", default="faces", choices=("faces", "aligned"))
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    if args.video:
+        video = Path(args.video).read_bytes()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            video = standard_clip(Path(tmp) / "clip.mp4").read_bytes()
+    with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
+        models = client.get("/v1/models").json()
+    print(f"server {args.url}, model {models['default']}, machine {platform.machine()} {platform.processor()}")
+    run_level(args.url, video, 1, 2, headers, {"mode": args.mode})  # warm the detector and the caches
+    figures = []
+    for level in args.concurrency:
+        row = run_level(args.url, video, level, max(args.requests, level), headers, {"mode": args.mode})
+        figures.append(row)
+        outside = row["outside_model_share"]
+        print(
+            f"concurrency {level:3d}: {row['requests_per_s']:6.2f} req/s  p50 {row['p50_s']:.3f} s  "
+            f"p95 {row['p95_s']:.3f} s  outside the model {100 * outside:.0f}%  ok {row['ok']}/{row['requests']}"
+        )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"server": args.url, "levels": figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
