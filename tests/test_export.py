@@ -13,8 +13,21 @@ import torch
 
 from models import create_model
 from models.checkpoint import save_checkpoint
+from s2d.card import load_card
 from tests.helpers import randomize_
-from training.export import INPUT_NAME, UInt8ClipClassifier, export_onnx, onnx_parity
+from training.export import (
+    INPUT_NAME,
+    UInt8ClipClassifier,
+    agreement,
+    convert_fp16,
+    export_onnx,
+    onnx_parity,
+    onnx_session,
+    quantize_int8,
+    run_onnx,
+    synthetic_clips,
+    torch_logits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +69,58 @@ def test_the_uint8_wrapper_normalises_like_training():
         torch.testing.assert_close(UInt8ClipClassifier(model)(frames)[0], model(clip)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_s2d_export_writes_model_and_card(tmp_path):
+def test_s2d_export_writes_model_variants_and_card_and_models_list_shows_it(tmp_path):
     model = randomize_(create_model("s2d_tiny", num_frames=2, depth=1))
     checkpoint = save_checkpoint(model, tmp_path / "best.safetensors", {"classes": list("abcdefg")})
-    result = subprocess.run(
-        [sys.executable, "-m", "s2d", "export", str(checkpoint), "-o", str(tmp_path / "out")],
+    export = ["export", str(checkpoint), "-o", str(tmp_path / "store" / "tiny"), "--variants", "fp32,fp16,int8"]
+    result = subprocess.run([sys.executable, "-m", "s2d", *export], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    raw = json.loads((tmp_path / "store" / "tiny" / "card.json").read_text())
+    assert raw["classes"] == list("abcdefg") and raw["num_frames"] == 2 and raw["window_seconds"] == 2.0
+    assert raw["input"]["layout"] == "BTHWC" and raw["input"]["dtype"] == "uint8"
+    card = load_card(tmp_path / "store" / "tiny" / "card.json")  # the schema the service validates against
+    assert card.source_checkpoint.sha256 and card.parity["onnxruntime_cpu_fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert set(card.variants) == {"fp32", "fp16", "int8"}
+    for name, spec in card.variants.items():
+        assert (tmp_path / "store" / "tiny" / spec.file).stat().st_size == spec.size_bytes > 1000
+        assert spec.agreement_clips == 32 and spec.top1_agreement is not None and spec.max_abs_logit_diff is not None
+        assert (spec.clips_per_s is None) == (name == "fp16")  # fp16 is for CUDA: not timed on the CPU
+    assert card.variants["fp32"].max_abs_logit_diff <= 1e-4 and card.variants["fp32"].top1_agreement == 1.0
+    listing = subprocess.run(
+        [sys.executable, "-m", "s2d", "models", "list", "--store", str(tmp_path / "store")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    card = json.loads((tmp_path / "out" / "card.json").read_text())
-    assert card["classes"] == list("abcdefg") and card["num_frames"] == 2
-    assert card["input"]["layout"] == "BTHWC" and card["input"]["dtype"] == "uint8"
-    assert card["source_checkpoint"]["sha256"] and card["parity"]["onnxruntime_cpu_fp32"]["max_abs_logit_diff"] <= 1e-4
-    assert (tmp_path / "out" / "model.onnx").stat().st_size > 1000
+    assert listing.returncode == 0 and "tiny" in listing.stdout and "a, b, c, d, e, f, g" in listing.stdout
+    assert "fp16 (model.fp16.onnx)" in listing.stdout and "[default]" in listing.stdout
+
+
+def test_fp16_variant_keeps_uint8_in_and_fp32_out(tiny, tmp_path):
+    import onnx
+
+    model, path = tiny
+    half = convert_fp16(path, tmp_path / "model.fp16.onnx")
+    graph = onnx.load(str(half)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in graph.output)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    clips = synthetic_clips(4, 2, seed=5)
+    figures = agreement(torch_logits(model, clips), run_onnx(onnx_session(half), clips))
+    assert figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] < 0.05
+
+
+def test_int8_variant_quantises_matmuls(tiny, tmp_path):
+    import onnx
+
+    model, path = tiny
+    clips = synthetic_clips(4, 2, seed=6)
+    for method in ("dynamic", "static"):
+        q = quantize_int8(path, tmp_path / f"model.{method}.onnx", clips[:2], method=method)
+        ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+        assert ("MatMulInteger" in ops) if method == "dynamic" else ("QuantizeLinear" in ops)
+        figures = agreement(torch_logits(model, clips), run_onnx(onnx_session(q), clips))
+        assert figures["max_abs_logit_diff"] < 1.0 and figures["agreement_clips"] == 4
 
 
 @pytest.mark.slow
