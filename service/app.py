@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,7 @@ from service.settings import Settings, load_settings
 from service.uploads import UploadAborted
 
 log = logging.getLogger(__name__)
+_UPLOAD_PATH = re.compile(r"[^\s'\"]*s2d-upload-[^\s'\"]*")
 
 
 def error_response(err: ServiceError, request_id: str | None) -> JSONResponse:
@@ -80,7 +82,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
         @app.exception_handler(MediaError)
         async def media_error(request: Request, err: MediaError) -> JSONResponse:
-            typed = ServiceError(str(err), details={"reason": err.reason} if err.reason != err.code else None)
+            message = _UPLOAD_PATH.sub("the upload", str(err))  # never show server paths to clients
+            typed = ServiceError(message, details={"reason": err.reason} if err.reason != err.code else None)
             typed.status, typed.code = err.http_status, err.code
             return error_response(typed, _request_id(request))
     except ImportError:  # pragma: no cover - the decoder module is part of the service

@@ -103,5 +103,5 @@ class ModelRegistry:
             raise NotReadyError()
         name = name or self.default_name
         if name not in self.models:
-            raise UnknownModelError(f"no model {name!r} is loaded; loaded: {sorted(self.models)}")
+            raise UnknownModelError(f"no model {name[:100]!r} is loaded; loaded: {sorted(self.models)}")
         return self.models[name]

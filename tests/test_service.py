@@ -180,7 +180,8 @@ def test_bad_media_gives_typed_errors_and_the_server_keeps_serving(server, video
     with server.client() as client:
         garbage = tmp_path / "garbage.mp4"
         garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-        assert_error(classify(client, garbage), 400, "undecodable")
+        message = assert_error(classify(client, garbage), 400, "undecodable")["error"]["message"]
+        assert "s2d-upload" not in message and str(upload_dir) not in message  # no server paths
         truncated = tmp_path / "truncated.mp4"
         truncated.write_bytes(videos["two_s"].read_bytes()[:600])
         assert classify(client, truncated).status_code in (400, 422)
