@@ -28,9 +28,10 @@ from service.errors import (
     ServiceError,
     UndecodableError,
 )
+from service.gpu import install_gpu_metrics
 from service.pipeline import Limits
 from service.registry import ModelRegistry
-from service.routes import classify, health, models
+from service.routes import classify, health, models, stream
 from service.settings import Settings, load_settings
 from service.uploads import UploadAborted
 
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(settings)
         registry.load()  # raises: the server does not start without its models
+        install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
         registry.start()
         app.state.registry = registry
         app.state.pipeline_executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.active_requests = 0
+    app.state.active_streams = 0
     app.state.limits = Limits(
         max_video_seconds=settings.max_video_seconds,
         max_pixels=settings.max_pixels,
@@ -142,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(classify.router)
+    app.include_router(stream.router)
+    stream.mount_page(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
