@@ -155,6 +155,8 @@ class ModelStore:
     @staticmethod
     def _swap_in(new: Path, final: Path) -> None:
         old = None
+        if final.exists() and not (final / CARD_FILE).is_file() and any(final.iterdir()):
+            raise FileExistsError(f"{final} exists and is not a model folder (no {CARD_FILE}); refusing to replace it")
         if final.exists():  # two renames; a reader in between sees "no such model", never a mix of two
             old = final.with_name(f".{final.name}.{os.getpid()}.old")
             final.replace(old)

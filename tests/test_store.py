@@ -82,3 +82,11 @@ def test_choose_variant(tmp_path):
     add_model(store, "m", variants=card["variants"])
     assert store.get("m").choose_variant(CPU) == "fp32"
     assert store.get("m").choose_variant([]) == "fp32"
+
+
+def test_staging_never_replaces_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a model folder"):
+        add_model(ModelStore(tmp_path), "notes")
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"

@@ -205,6 +205,8 @@ def download(url: str, target: Path, expected_sha256: str | None, timeout: float
     tmp = Path(tmp_name)
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.headers.get_content_type() == "text/html":  # a login / virus-scan / error page, not weights
+                raise WeightsError(f"{url} sent a web page instead of the file (a confirmation or error page)")
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
