@@ -1,20 +1,103 @@
-# Minimal image until the service lands (see README): the model CLI on CPU.
-# The serving image (CUDA runtime base, onnxruntime-gpu, no torch, non-root, HEALTHCHECK) comes with the service.
-FROM python:3.11-slim AS runtime
+# S2D service images. No torch in either runtime image (the service never imports it).
+#
+#   docker build --target gpu -t s2d:gpu .   CUDA 12 runtime + cuDNN 9, onnxruntime-gpu, NVML metrics (the default)
+#   docker build --target cpu -t s2d:cpu .   Python slim, onnxruntime
+#
+# Models: mount a model store at /models (compose.yaml does), or bake official weights in when the build has network:
+#   docker build --target gpu --build-arg S2D_WEIGHTS="s2d-dfew" --build-arg S2D_WEIGHTS_TRUST_UNPINNED=1 -t s2d:gpu .
+# `s2d weights pull` needs torch to convert a checkpoint to ONNX: it runs in the `weights` stage, and only the model
+# store it writes is copied into the runtime images. docker/README.md has the details.
 
-ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-WORKDIR /app
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
-# Dependencies first for layer caching; torch 2.13.0 CPU wheel from the PyTorch CPU index.
-COPY pyproject.toml README.md ./
+# ---- weights: official checkpoints -> ONNX model store (empty unless S2D_WEIGHTS names releases) ------------------
+FROM ${PYTHON_IMAGE} AS weights
+ARG S2D_WEIGHTS=""
+ARG S2D_WEIGHTS_VARIANTS=fp32,fp16
+ARG S2D_WEIGHTS_TRUST_UNPINNED=0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml docker/requirements.py ./
+RUN mkdir -p /models \
+ && if [ -n "$S2D_WEIGHTS" ]; then \
+      python requirements.py train > requirements.txt \
+      && pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements.txt; \
+    fi
+COPY README.md ./
+COPY s2d ./s2d
 COPY models ./models
 COPY training ./training
 COPY service ./service
+RUN if [ -n "$S2D_WEIGHTS" ]; then \
+      pip install --no-deps . \
+      && trust="" && if [ "$S2D_WEIGHTS_TRUST_UNPINNED" = 1 ]; then trust="--trust-unpinned"; fi \
+      && for name in $S2D_WEIGHTS; do \
+           s2d weights pull "$name" --store /models --variants "$S2D_WEIGHTS_VARIANTS" $trust || exit 1; \
+         done \
+      && s2d models list --store /models; \
+    fi
+
+# ---- cpu: the service on CPU (ONNX Runtime's CPU wheel) ------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/s2d PATH=/opt/s2d/bin:$PATH
+RUN python -m venv /opt/s2d
+# Dependencies before the source: this layer is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml docker/requirements.py /tmp/build/
+RUN python /tmp/build/requirements.py cpu > /tmp/build/requirements.txt \
+ && pip install -r /tmp/build/requirements.txt \
+ && rm -rf /tmp/build
+# Only what serving needs: the CLI and store (s2d/), the service; installed in place so its data files are found.
+WORKDIR /app
+COPY pyproject.toml README.md ./
 COPY s2d ./s2d
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu '.[train]'
-
-RUN useradd --create-home --uid 10001 s2d
-USER s2d
-
+COPY service ./service
+RUN pip install --no-deps -e . \
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /home/s2d s2d
+COPY --from=weights --chown=10001:10001 /models /models
+ENV S2D_HOST=0.0.0.0 S2D_PORT=8000 S2D_MODEL_STORE=/models S2D_PROVIDERS=cpu S2D_LOG_FORMAT=json
+USER 10001:10001
+EXPOSE 8000
+# Ready = every model loaded and warmed up; a ViT-B warm-up at every batch size takes a while on CPU.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('S2D_PORT', '8000'), timeout=4)" || exit 1
 ENTRYPOINT ["s2d"]
-CMD ["model", "run"]
+CMD ["serve"]
+
+# ---- gpu-build: a virtual environment with onnxruntime-gpu, built on the runtime's own base -----------------------
+FROM ${CUDA_IMAGE} AS gpu-build
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/s2d
+COPY pyproject.toml docker/requirements.py /tmp/build/
+RUN /opt/s2d/bin/python /tmp/build/requirements.py gpu > /tmp/build/requirements.txt \
+ && /opt/s2d/bin/pip install -r /tmp/build/requirements.txt
+
+# ---- gpu: the service on an NVIDIA GPU (CUDA execution provider, CPU as the named fallback) -------------------------
+FROM ${CUDA_IMAGE} AS gpu
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/s2d PATH=/opt/s2d/bin:$PATH
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /home/s2d s2d
+COPY --from=gpu-build /opt/s2d /opt/s2d
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY s2d ./s2d
+COPY service ./service
+# setuptools for the in-place install comes from pip's isolated build environment (the build has PyPI).
+RUN pip install --no-deps -e .
+COPY --from=weights --chown=10001:10001 /models /models
+ENV S2D_HOST=0.0.0.0 S2D_PORT=8000 S2D_MODEL_STORE=/models S2D_PROVIDERS=cuda,cpu S2D_LOG_FORMAT=json \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('S2D_PORT', '8000'), timeout=4)" || exit 1
+ENTRYPOINT ["s2d"]
+CMD ["serve"]
