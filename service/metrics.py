@@ -45,3 +45,14 @@ MODEL_INFO = Gauge(
     "s2d_model_info", "Loaded models (value 1)", ["model", "version", "variant", "precision", "provider", "demo"]
 )
 READY = Gauge("s2d_ready", "1 when every model is loaded and warmed up")
+
+# Live streams (WebSocket /v1/stream)
+ACTIVE_STREAMS = Gauge("s2d_active_streams", "WebSocket streams open")
+FRAMES_DROPPED = Counter("s2d_frames_dropped_total", "Stream frames dropped, by reason", ["reason"])
+STREAM_WINDOWS_DROPPED = Counter("s2d_stream_windows_dropped_total", "Stream windows dropped, by reason", ["reason"])
+STREAM_EVENTS_DROPPED = Counter("s2d_stream_events_dropped_total", "Stream events dropped for slow readers")
+STREAM_RESULT_LATENCY = Histogram(
+    "s2d_stream_result_latency_seconds",
+    "Stream frame arrival to the result of the window it completed, sent",
+    buckets=_LATENCY_BUCKETS,
+)

@@ -20,7 +20,8 @@ from service.logs import request_id_var
 
 log = logging.getLogger("service.access")
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})  # "/": the webcam page, which asks for the key itself
+PUBLIC_PREFIXES = ("/static/",)  # the page's scripts and styles
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -65,11 +66,16 @@ class RequestContextMiddleware:
 
     def _needs_key(self, scope: Scope) -> bool:
         # CORS preflights carry no credentials by design; the CORS middleware answers them.
-        return bool(self.api_key) and scope["path"] not in PUBLIC_PATHS and scope.get("method") != "OPTIONS"
+        path = scope["path"]
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        return bool(self.api_key) and not public and scope.get("method") != "OPTIONS"
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         auth = headers.get("authorization", "")
         key = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        if not key:  # browsers cannot set headers on a WebSocket: the key comes as subprotocol "bearer.KEY"
+            offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+            key = next((p[7:] for p in offered if p.startswith("bearer.")), "")
         return hmac.compare_digest(key.encode(), self.api_key.encode())
 
     @staticmethod

@@ -28,4 +28,8 @@ def serve(settings: Settings | None = None) -> None:
         log_config=None,  # our JSON-lines handlers, configured above
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Live streams: one WebSocket message is one frame (header + image); protocol pings find dead peers.
+        ws_max_size=settings.stream_max_frame_bytes + 64,
+        ws_ping_interval=settings.stream_heartbeat_s,
+        ws_ping_timeout=settings.stream_heartbeat_s,
     )

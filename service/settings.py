@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     detector: str | None = Field(None, description="face detector backend; default: the face pipeline's")
     detect_every: int = Field(5, ge=1, description="full face detection every n-th frame; tracked in between")
 
+    # Live streams (WebSocket /v1/stream; protocol and back-pressure: service/streams.py)
+    stream_max_streams: int = Field(64, ge=1, description="streams open at once; beyond it: close 1013")
+    stream_idle_timeout_s: float = Field(30.0, gt=0, description="close a stream silent for this long (1001)")
+    stream_heartbeat_s: float = Field(10.0, gt=0, description="WebSocket ping interval; no pong in as long: closed")
+    stream_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest encoded frame (image bytes)")
+    stream_max_pixels: int = Field(1920 * 1080, ge=1024, description="largest frame, width x height")
+    stream_max_fps: float = Field(30.0, gt=0, le=120, description="frames per second a stream may send")
+    stream_frame_buffer: int = Field(2, ge=1, le=64, description="frames waiting per stream; beyond: oldest dropped")
+    stream_send_queue: int = Field(64, ge=4, description="events waiting to be sent per stream (bounded)")
+    stream_send_timeout_s: float = Field(10.0, gt=0, description="a client not reading for this long is closed")
+    stream_window_deadline_s: float = Field(5.0, gt=0, description="a window not classified by then is dropped")
+
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -21,3 +21,23 @@ class EmaSmoother:
         probs = np.asarray(probs, dtype=np.float64)
         self.state = probs.copy() if self.state is None else self.alpha * probs + (1 - self.alpha) * self.state
         return self.state.copy()
+
+
+class Hysteresis:
+    """A label that does not flicker: it changes only when another class leads the current one by `margin`.
+
+    `update(probs)` takes (smoothed) probabilities [C] and returns the index of the label to show; margin 0 is the
+    plain argmax. Live streams put it after the EMA, per track.
+    """
+
+    def __init__(self, margin: float = 0.1):
+        if not 0 <= margin <= 1:
+            raise ValueError(f"margin must be in [0, 1], got {margin}")
+        self.margin = margin
+        self.label: int | None = None
+
+    def update(self, probs: np.ndarray) -> int:
+        best = int(np.argmax(probs))
+        if self.label is None or probs[best] - probs[self.label] > self.margin:
+            self.label = best
+        return self.label

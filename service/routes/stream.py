@@ -1,0 +1,201 @@
+"""WebSocket `/v1/stream` (live emotion; protocol in `service.streams`) and the webcam page at `/`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+
+from service import metrics
+from service.errors import NotReadyError, ServiceError, UnknownModelError
+from service.pipeline import resolve_window
+from service.streams import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    CLOSE_TRY_LATER,
+    SUBPROTOCOL,
+    LiveStream,
+    StreamConfig,
+    StreamHello,
+    drain_task,
+    dumps,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+STATIC = Path(__file__).resolve().parents[1] / "static"
+
+
+def mount_page(app: FastAPI) -> None:
+    """The webcam page: `/` and its ES modules under `/static/` (public: the page asks for the API key itself)."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _config(settings) -> StreamConfig:
+    return StreamConfig(
+        max_frame_bytes=settings.stream_max_frame_bytes,
+        max_pixels=min(settings.stream_max_pixels, settings.max_pixels),
+        max_fps=settings.stream_max_fps,
+        frame_buffer=settings.stream_frame_buffer,
+        send_queue=settings.stream_send_queue,
+        send_timeout_s=settings.stream_send_timeout_s,
+        window_deadline_s=settings.stream_window_deadline_s,
+        idle_timeout_s=settings.stream_idle_timeout_s,
+        detector=settings.detector,
+        detect_every=settings.detect_every,
+    )
+
+
+async def _refuse(ws: WebSocket, code: int, reason: str, error_code: str) -> None:
+    """Send an error event, then close with `code` and `reason` (a close reason is at most 123 bytes)."""
+    with contextlib.suppress(Exception):
+        await ws.send_text(dumps({"type": "error", "code": error_code, "message": reason, "fatal": True}))
+        await ws.close(code, reason.encode()[:123].decode(errors="ignore"))
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket) -> None:
+    state = ws.app.state
+    settings = state.settings
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    if state.active_streams >= settings.stream_max_streams:
+        metrics.REJECTED.labels("streams_full").inc()
+        await _refuse(ws, CLOSE_TRY_LATER, f"too many streams ({state.active_streams} open); try again later", "busy")
+        return
+    state.active_streams += 1
+    metrics.ACTIVE_STREAMS.inc()
+    try:
+        live = await _start(ws, settings)
+        if live is not None:
+            await _run(ws, live, settings.stream_idle_timeout_s)
+    finally:
+        state.active_streams -= 1
+        metrics.ACTIVE_STREAMS.dec()
+
+
+async def _start(ws: WebSocket, settings) -> LiveStream | None:
+    """Read the hello; answer `ready`, or refuse with a reason."""
+    try:
+        message = await asyncio.wait_for(ws.receive(), settings.stream_idle_timeout_s)
+    except TimeoutError:
+        await _refuse(ws, CLOSE_GOING_AWAY, "idle timeout: no hello", "idle_timeout")
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    try:
+        if text is None:
+            raise ValueError("the first message must be the JSON hello (text), not a binary frame")
+        hello = StreamHello.model_validate_json(text)
+    except (ValueError, ValidationError) as err:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()) if isinstance(
+            err, ValidationError) else str(err)  # fmt: skip
+        await _refuse(ws, CLOSE_PROTOCOL, f"bad hello: {detail}", "bad_hello")
+        return None
+    try:
+        model = ws.app.state.registry.get(hello.model)
+        window_s, hop_s = resolve_window(model.stored.card.window_seconds, hello, ws.app.state.limits)
+    except NotReadyError as err:
+        await _refuse(ws, CLOSE_TRY_LATER, err.message, err.code)
+        return None
+    except (UnknownModelError, ServiceError) as err:
+        await _refuse(ws, CLOSE_POLICY, err.message, err.code)
+        return None
+    live = LiveStream(hello, model, window_s, hop_s, _config(settings), ws.app.state.pipeline_executor)
+    await ws.send_text(dumps(live.ready_event()))
+    return live
+
+
+async def _run(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
+    tasks = [
+        asyncio.create_task(_receive(ws, live, idle_timeout_s), name="stream-receive"),
+        asyncio.create_task(live.process(), name="stream-process"),
+        asyncio.create_task(_send(ws, live), name="stream-send"),
+        asyncio.create_task(_tick(live), name="stream-stats"),
+    ]
+    receiver, processor, sender, _ = tasks
+    waiting = {receiver, processor, sender}
+    try:
+        # Over when the sender has closed the socket (end, idle, slow reader) or the client is gone.
+        while sender in waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+            if receiver in done and not receiver.result():
+                break  # disconnected
+    except Exception:
+        log.exception("stream failed")
+        with contextlib.suppress(Exception):
+            await ws.close(CLOSE_INTERNAL, "internal error")
+    finally:
+        live.cancel()
+        for task in tasks:
+            await drain_task(task)
+
+
+async def _receive(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> bool:
+    """Read messages until end / idle timeout (returns True: the sender closes) or a disconnect (returns False)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.receive(), idle_timeout_s)
+        except TimeoutError:
+            live.error("idle_timeout", f"no message for {idle_timeout_s:g} s", fatal=True)
+            live.outbox.close(CLOSE_GOING_AWAY, "idle timeout")
+            return True
+        if message["type"] == "websocket.disconnect":
+            return False
+        if (data := message.get("bytes")) is not None:
+            live.on_frame(data, time.monotonic())
+            continue
+        try:
+            control = json.loads(message.get("text") or "")
+            kind = control.get("type") if isinstance(control, dict) else None
+        except ValueError:
+            kind = None
+        if kind == "end":
+            live.frames.end()
+            return True
+        if kind == "ping":
+            live.outbox.put({"type": "pong", "t": control.get("t")})
+        else:
+            live.error("bad_message", "text messages are JSON objects with type 'end' or 'ping' (frames are binary)")
+
+
+async def _send(ws: WebSocket, live: LiveStream) -> None:
+    """Send events in order; close when asked. A client that does not read for send_timeout_s is closed."""
+    timeout = live.config.send_timeout_s
+    try:
+        while (event := await live.outbox.get()) is not None:
+            await asyncio.wait_for(ws.send_text(dumps(event)), timeout)
+        code, reason = live.outbox.closing
+        await asyncio.wait_for(ws.close(code, reason), timeout)
+    except TimeoutError:  # (before OSError, its base class)
+        metrics.REJECTED.labels("slow_reader").inc()
+        log.warning("stream closed: the client did not read for %.0f s", timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(CLOSE_POLICY, "slow reader"), 1)
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        return  # the client is gone (RuntimeError: Starlette refuses to send on a closed socket)
+
+
+async def _tick(live: LiveStream) -> None:
+    """Periodic stats (droppable: a slow reader loses these first)."""
+    while True:
+        await asyncio.sleep(live.hello.stats_interval_s)
+        live.outbox.put(live.stats_event(), droppable=True)
