@@ -1,12 +1,16 @@
 """Prometheus metrics of the service (prometheus-client, default registry, `s2d_` names, seconds as the unit).
 
 One process serves one set of models on one device (scale out with one process per GPU), so the default
-in-process registry is exact; no multiprocess mode is needed.
+in-process registry is exact; no multiprocess mode is needed. Never run the app under several uvicorn / gunicorn
+workers: each would hold its own registry and its own copy of the models, and a scrape would see one of them at random.
+Each process is its own Prometheus target; dashboards sum over `instance` (docker/README.md).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `*_created` series: Prometheus does not use them, they only double the series count
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
@@ -56,3 +60,17 @@ STREAM_RESULT_LATENCY = Histogram(
     "Stream frame arrival to the result of the window it completed, sent",
     buckets=_LATENCY_BUCKETS,
 )
+
+# Known label values start at 0, so rates read 0 instead of "no data" before the first event (Prometheus' advice for
+# labelled counters); values not listed get their series on first use. tests/test_prometheus.py keeps these lists
+# in step with the reasons the code uses.
+REJECT_REASONS = ("busy", "queue_full", "streams_full", "slow_reader")
+FRAME_DROP_REASONS = ("behind", "rate", "out_of_order", "malformed", "too_large", "undecodable")
+WINDOW_DROP_REASONS = ("superseded", "busy", "deadline", "failed")
+for _counter, _values in (
+    (REJECTED, REJECT_REASONS),
+    (FRAMES_DROPPED, FRAME_DROP_REASONS),
+    (STREAM_WINDOWS_DROPPED, WINDOW_DROP_REASONS),
+):
+    for _value in _values:
+        _counter.labels(_value)
