@@ -33,7 +33,7 @@ Server -> client: JSON text events, each with a `type`:
 
 Back-pressure (memory per stream is bounded whatever the client does)
   - Frames: at most `stream_frame_buffer` wait for the face pipeline; when the stream falls behind the oldest
-    waiting frame is dropped (reason `behind`). Frames closer than 0.75 / fps to the previous one are dropped
+    waiting frame is dropped (reason `behind`). Frames closer than 0.5 / fps to the previous one are dropped
     (`rate`). Malformed, oversized and undecodable frames are dropped with an error event.
   - Windows: per track at most one window is in the batcher and one waits for it; a newer window replaces the
     waiting one (`superseded`). Windows refused by a full batcher queue (`busy`) or past their deadline
@@ -404,7 +404,7 @@ class LiveStream:
                 self._drop_frame("out_of_order")
                 self.error("out_of_order", f"frame {frame.seq}: timestamp {frame.ts} is not after {self._last_ts}")
                 return
-            if frame.ts - self._last_ts < 750.0 / self.fps:
+            if frame.ts - self._last_ts < 500.0 / self.fps:  # half an interval: jitter and catch-up pass
                 self._drop_frame("rate")
                 return
         if self._t0_ms is None:
