@@ -376,8 +376,24 @@ def test_compose_validates_with_docker_compose(docker_compose, profile):
     assert any(v.startswith("model-store:/models") for v in s2d["volumes"])
     if profile == "gpu":
         (device,) = s2d["deploy"]["resources"]["reservations"]["devices"]
-        assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia" and device["count"] == 1
+        assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia" and device["device_ids"] == ["0"]
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_compose_second_gpu_override(docker_compose):
+    """docker/compose.gpus.yaml adds a process on GPU 1 behind the same alias; S2D_GPU moves the first one."""
+    result = _compose(docker_compose, "-f", str(REPO / "docker/compose.gpus.yaml"), "--profile", "gpu", "config",
+                      env={"S2D_GPU": "2"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    devices = {
+        name: services[name]["deploy"]["resources"]["reservations"]["devices"] for name in ("s2d-gpu", "s2d-gpu1")
+    }
+    assert devices == {
+        "s2d-gpu": [{"driver": "nvidia", "device_ids": ["2"], "capabilities": ["gpu"]}],
+        "s2d-gpu1": [{"driver": "nvidia", "device_ids": ["1"], "capabilities": ["gpu"]}],
+    }
+    assert services["s2d-gpu1"]["networks"]["default"]["aliases"] == ["s2d-api"]
 
 
 def test_compose_model_store_can_be_a_host_folder(docker_compose, tmp_path):
