@@ -2,6 +2,7 @@
 autocast) on the same uint8 clips in one run, at batch 1/4/8, with each variant's top-1 agreement against PyTorch fp32.
 
     python bench/bench_onnx.py [--variant s2d_small] [--frames 16] [--batches 1 4 8] [--repeats 3]
+    python bench/bench_onnx.py --checkpoint runs/demo/best.safetensors   # trained weights
     python bench/bench_onnx.py --model-dir ~/.cache/s2d/models/demo   # an exported folder (its checkpoint is not
                                                                        # needed: PyTorch rows are then left out)
 
@@ -85,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="s2d_small", help="model config when exporting here")
     parser.add_argument("--frames", type=int, default=None, help="T (default: the config's, 16)")
+    parser.add_argument("--checkpoint", help="our .safetensors checkpoint (trained weights) instead of random ones")
     parser.add_argument("--model-dir", help="an exported model folder (card.json + ONNX files) instead of exporting")
     parser.add_argument("--precisions", default="fp32,fp16,int8", help="variants to export (without --model-dir)")
     parser.add_argument("--int8-method", default="dynamic", choices=("dynamic", "static"))
@@ -110,38 +112,49 @@ def main() -> None:
 
         torch.manual_seed(0)
         overrides = {"num_frames": args.frames} if args.frames else {}
-        model = create_model(args.variant, **overrides).eval()
+        if args.checkpoint:  # trained weights: random ones give near-tied logits, so agreement means little
+            from training.export import load_for_export
+
+            model = load_for_export(args.checkpoint)[0]
+        else:
+            model = create_model(args.variant, **overrides).eval()
         tmp = tempfile.TemporaryDirectory(prefix="bench_onnx_")
         folder = Path(tmp.name)
-        print(f"exporting {args.variant} (random weights) with {args.precisions} into {folder} ...", flush=True)
+        weights = args.checkpoint or "random weights"
+        print(f"exporting {model.config.name} ({weights}) with {args.precisions} into {folder} ...", flush=True)
         card = write_model_folder(
-            model, folder, [str(i) for i in range(model.config.num_classes)], name=args.variant,
-            source=SourceCheckpoint(path="<random weights, seed 0>"), variants=tuple(args.precisions.split(",")),
+            model, folder, [str(i) for i in range(model.config.num_classes)], name=model.config.name,
+            source=SourceCheckpoint(path=Path(weights).name), variants=tuple(args.precisions.split(",")),
             evaluation=synthetic_clips(4, model.config.num_frames, seed=1), int8_method=args.int8_method, timing=False,
         )  # fmt: skip
     clips = synthetic_clips(max(args.clips, *args.batches), card.num_frames, card.input.height, seed=7)
 
     print(f"machine: {machine()}")
     print(f"command: {' '.join(sys.argv)}  (repeats {args.repeats}, 1 warm-up; time = median [min..max])")
-    results, reference = ([], None) if model is None else torch_rows(model, clips, args.batches, args.repeats)
-    results += onnx_rows(folder, card, clips, args.batches, args.repeats, reference)
-    base = {
-        r["batch"]: r["batch"] / r["median_s"] for r in results if r["engine"] == "pytorch" and r["precision"] == "fp32"
-    }
     print(f"{'engine':12s} {'prec':5s} {'provider':21s} {'batch':>5s} {'clips/s':>8s} {'x pt-fp32':>9s} "
           f"{'s/call median [min..max]':>26s}  top-1 vs PyTorch fp32")  # fmt: skip
-    for row in results:
-        row["clips_per_s"] = row["batch"] / row["median_s"]
-        ratio = row["clips_per_s"] / base[row["batch"]] if row["batch"] in base else float("nan")
-        row["speedup_vs_pytorch_fp32"] = ratio
-        spread = f"{row['median_s']:.3f} [{row['min_s']:.3f}..{row['max_s']:.3f}]"
-        agree = next((v for k, v in row.items() if k.startswith("top1_agreement")), None)
-        print(
-            f"{row['engine']:12s} {row['precision']:5s} {row['provider']:21s} {row['batch']:5d} "
-            f"{row['clips_per_s']:8.2f} {ratio:9.2f} {spread:>26s}  {'' if agree is None else f'{100 * agree:.1f}%'}",
-            flush=True,
-        )
-    name = card.name if model is None else f"{args.variant}-T{card.num_frames}"
+    base: dict[int, float] = {}
+
+    def show(rows: list[dict]) -> list[dict]:
+        for row in rows:
+            row["clips_per_s"] = row["batch"] / row["median_s"]
+            if row["engine"] == "pytorch" and row["precision"] == "fp32":
+                base[row["batch"]] = row["clips_per_s"]
+            ratio = row["clips_per_s"] / base[row["batch"]] if row["batch"] in base else float("nan")
+            row["speedup_vs_pytorch_fp32"] = ratio
+            spread = f"{row['median_s']:.3f} [{row['min_s']:.3f}..{row['max_s']:.3f}]"
+            agree = next((f"{100 * v:.1f}%" for k, v in row.items() if k.startswith("top1_agreement")), "")
+            print(
+                f"{row['engine']:12s} {row['precision']:5s} {row['provider']:21s} {row['batch']:5d} "
+                f"{row['clips_per_s']:8.2f} {ratio:9.2f} {spread:>26s}  {agree}",
+                flush=True,
+            )
+        return rows
+
+    results, reference = ([], None) if model is None else torch_rows(model, clips, args.batches, args.repeats)
+    results = show(results)
+    results += show(onnx_rows(folder, card, clips, args.batches, args.repeats, reference))
+    name = card.name if model is None else f"{model.config.name}-T{card.num_frames}"
     print(f"report: {write_report('onnx', [{'model': name, **r} for r in results])}")
     if tmp is not None:
         tmp.cleanup()

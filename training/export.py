@@ -92,6 +92,7 @@ def onnx_parity(model: S2DModel, path: str | Path, batch: int = 2, seed: int = 0
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 VARIANT_PROVIDERS = {"fp32": [CPU, CUDA], "fp16": [CUDA], "int8": [CPU]}
 DEFAULT_VARIANTS = ("fp32", "fp16", "int8")
+EVAL_CLIPS = 32  # default clips each variant's top-1 agreement with PyTorch fp32 is measured on
 MIN_AGREEMENT = 0.99
 # int8 covers the linear layers and attention matmuls. Convolutions stay fp32: ONNX Runtime's ConvInteger (dynamic)
 # is slower than its fp32 convolution here, and the depth-wise landmark convolutions gain nothing from int8.
@@ -298,6 +299,7 @@ def write_model_folder(
     source: SourceCheckpoint,
     variants: tuple[str, ...] = DEFAULT_VARIANTS,
     evaluation: np.ndarray | None = None,
+    evaluation_name: str | None = None,
     calibration: np.ndarray | None = None,
     int8_method: str = "dynamic",
     timing: bool = True,
@@ -306,7 +308,8 @@ def write_model_folder(
     """Export `model` into `folder`: one ONNX file per variant and card.json with each variant's measured figures.
 
     `evaluation`: uint8 clips [N, T, H, W, 3] on which every variant is compared with PyTorch fp32 (default: 32
-    synthetic face clips); `calibration`: clips for static int8 (default: 8 other synthetic clips).
+    synthetic face clips), described in the card by `evaluation_name`; `calibration`: clips for static int8
+    (default: 8 other synthetic clips).
     """
     unknown = set(variants) - set(VARIANT_FILES)
     if unknown or "fp32" not in variants:
@@ -316,7 +319,9 @@ def write_model_folder(
     model = model.eval()
     fp32_path = export_onnx(model, folder / VARIANT_FILES["fp32"])
     if evaluation is None:
-        evaluation = synthetic_clips(32, cfg.num_frames, cfg.img_size, seed=1)
+        evaluation = synthetic_clips(EVAL_CLIPS, cfg.num_frames, cfg.img_size, seed=1)
+        evaluation_name = f"{EVAL_CLIPS} synthetic face clips (training.export.synthetic_clips, seed 1)"
+    evaluation_name = evaluation_name or f"{len(evaluation)} clips given by the caller"
     reference = torch_logits(model, evaluation)
     specs, measured_on = {}, f"{_cpu_name()}, onnxruntime {_ort_version()} CPUExecutionProvider, batch 1"
     for variant in variants:
@@ -345,7 +350,7 @@ def write_model_folder(
         )
     parity = dict(card_fields.pop("parity", None) or {})
     parity["onnxruntime_cpu_fp32"] = onnx_parity(model, fp32_path)
-    parity["agreement_clips"] = card_fields.pop("agreement_clips_description", "synthetic face clips (seeded)")
+    parity["variant_agreement_clips"] = evaluation_name
     card = make_card(model, classes, specs, name=name, source=source, parity=parity, **card_fields)
     card.save(folder / "card.json")
     return card
