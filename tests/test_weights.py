@@ -42,6 +42,7 @@ def official_files(root):
     torch.save({"model": model.s2d.state_dict(), "optimizer": {}, "epoch": 1, "args": args}, hf / "dfew.pth")
     torch.save({"state_dict": model.landmark.net.state_dict()}, drive / "mobilefacenet_model_best.pth.tar")
     (hf / "tampered.pth").write_bytes((hf / "dfew.pth").read_bytes() + b"x")
+    (hf / "login.html").write_text("<html>Sign in to continue</html>")  # what some hosts send instead of a file
     return model
 
 
@@ -67,6 +68,7 @@ def write_registry(path, files_root, **changes) -> dict:
         entry("s2d-dfew", "s2d", "dfew.pth", hf, good, dataset="dfew", metrics={"war": 76.16}),
         entry("s2d-tampered", "s2d", "tampered.pth", hf, good, dataset="dfew"),  # the server sends other bytes
         entry("s2d-unpinned", "s2d", "dfew.pth", hf, None, dataset="dfew"),
+        entry("s2d-page", "s2d", "login.html", hf, None, dataset="dfew"),
         entry(
             "mobilefacenet",
             "landmark",
@@ -123,6 +125,13 @@ def test_unpinned_files_are_refused_unless_trusted(server):
     registry, _, tmp = server
     with pytest.raises(WeightsError, match=r"no pinned sha256.*--trust-unpinned.*s2d weights import"):
         pull("s2d-unpinned", registry=registry, store_root=tmp / "store")
+
+
+def test_a_web_page_is_not_taken_for_weights(server):
+    registry, _, tmp = server
+    with pytest.raises(WeightsError, match="web page"):
+        pull("s2d-page", registry=registry, store_root=tmp / "store", trust_unpinned=True)
+    assert not list((tmp / "weights").rglob("login.html*"))
 
 
 def test_offline_fails_fast_with_what_to_do_by_hand(server, monkeypatch):
