@@ -12,6 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """conv then BatchNorm; in eval mode as one convolution with the BatchNorm folded into its weights and bias.
+
+    Folding is exact up to rounding and saves a full pass over every activation map (the landmark network is always
+    in eval mode, and its BatchNorm passes cost as much as its depth-wise convolutions on CPU).
+    """
+    if bn.training:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # [C_out]
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = bn.bias - bn.running_mean * scale
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class ConvBlock(nn.Module):
     """Conv (no bias) -> BatchNorm -> PReLU."""
 
@@ -22,7 +36,7 @@ class ConvBlock(nn.Module):
         self.prelu = nn.PReLU(out_c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.prelu(self.bn(self.conv(x)))
+        return self.prelu(conv_bn(self.conv, self.bn, x))
 
 
 class LinearBlock(nn.Module):
@@ -34,7 +48,7 @@ class LinearBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out_c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        return conv_bn(self.conv, self.bn, x)
 
 
 class DepthWise(nn.Module):
@@ -123,7 +137,8 @@ class LandmarkFeatureExtractor(nn.Module):
         size = self.net.input_size
         if frames.shape[-2:] != (size, size):
             frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=True)
-        return self.net.features(frames)
+        # channels-last runs oneDNN's depth-wise and 1x1 convolutions ~1.5-2x faster on CPU; the result is the same.
+        return self.net.features(frames.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def load_mobilefacenet_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Strictly load the original `state_dict` (official names; a `module.` prefix is dropped)."""
