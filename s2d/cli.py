@@ -149,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from training.data.layouts import DATASET_CLASSES
-    from training.export import export_to_store, load_for_export
+    from training.export import export_to_store, load_for_export, synthetic_clips
 
     model, meta = load_for_export(args.checkpoint, args.landmark)
     classes = args.classes.split(",") if args.classes else meta.get("classes")
@@ -175,6 +175,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         variants=tuple(args.variants.split(",")),
         window_seconds=args.window_seconds,
         source=SourceCheckpoint(path=Path(args.checkpoint).name, sha256=sha256_of(args.checkpoint)),
+        evaluation=synthetic_clips(args.eval_clips, model.config.num_frames, model.config.img_size, seed=1),
+        evaluation_name=f"{args.eval_clips} synthetic face clips (training.export.synthetic_clips, seed 1)",
         int8_method=args.int8_method,
         demo=args.demo,
         **({"licence": args.licence} if args.licence else {}),
@@ -454,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--licence", help="licence of the weights, written into the card")
     export.add_argument("--demo", action="store_true", help="mark the model as a demo (synthetic faces only)")
     add_variant_args(export, default="fp32")
+    export.add_argument(
+        "--eval-clips", type=int, default=32, help="synthetic clips each variant's agreement is measured on (32)"
+    )
     export.set_defaults(func=cmd_export)
 
     models = commands.add_parser("models", help="the model store").add_subparsers(dest="action", required=True)
