@@ -1,5 +1,6 @@
-"""ONNX Runtime vs PyTorch: clips/s of every exported variant (fp32, fp16, int8) next to PyTorch fp32 (and bf16
-autocast) on the same uint8 clips in one run, at batch 1/4/8, with each variant's top-1 agreement against PyTorch fp32.
+"""ONNX Runtime vs PyTorch: clips/s of every exported variant (fp32, fp16, int8) next to PyTorch fp32 (bf16
+autocast with --torch-bf16) on the same uint8 clips in one run, at batch 1/4/8, with each variant's top-1 agreement
+against PyTorch fp32.
 
     python bench/bench_onnx.py [--variant s2d_small] [--frames 16] [--batches 1 4 8] [--repeats 3]
     python bench/bench_onnx.py --checkpoint runs/demo/best.safetensors   # trained weights
@@ -27,7 +28,9 @@ from bench.common import machine, time_call, write_report
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
-def torch_rows(model, clips: np.ndarray, batches: list[int], repeats: int) -> tuple[list[dict], np.ndarray]:
+def torch_rows(
+    model, clips: np.ndarray, batches: list[int], repeats: int, precisions: tuple[str, ...] = ("fp32",)
+) -> tuple[list[dict], np.ndarray]:
     import torch
 
     from training.export import UInt8ClipClassifier
@@ -35,7 +38,7 @@ def torch_rows(model, clips: np.ndarray, batches: list[int], repeats: int) -> tu
     wrapper = UInt8ClipClassifier(model).eval()
     rows = []
     reference = None
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         for batch in batches:
             x = torch.from_numpy(clips[:batch])
 
@@ -92,6 +95,9 @@ def main() -> None:
     parser.add_argument("--int8-method", default="dynamic", choices=("dynamic", "static"))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--torch-bf16", action="store_true", help="also PyTorch bf16 autocast (slow through the uint8 wrapper here)"
+    )
     parser.add_argument("--clips", type=int, default=8, help="clips for the agreement figures (>= largest batch)")
     args = parser.parse_args()
 
@@ -151,7 +157,11 @@ def main() -> None:
             )
         return rows
 
-    results, reference = ([], None) if model is None else torch_rows(model, clips, args.batches, args.repeats)
+    results, reference = (
+        ([], None)
+        if model is None
+        else torch_rows(model, clips, args.batches, args.repeats, ("fp32", "bf16") if args.torch_bf16 else ("fp32",))
+    )
     results = show(results)
     results += show(onnx_rows(folder, card, clips, args.batches, args.repeats, reference))
     name = card.name if model is None else f"{model.config.name}-T{card.num_frames}"
