@@ -97,8 +97,8 @@ MIN_AGREEMENT = 0.99
 # int8 covers the linear layers and attention matmuls. Convolutions stay fp32: ONNX Runtime's ConvInteger (dynamic)
 # is slower than its fp32 convolution here, and the depth-wise landmark convolutions gain nothing from int8.
 # Measured on s2d_small, T=16, random weights, this 2-core AVX-512 VNNI CPU (batch 1): fp32 0.16-0.19 clips/s; dynamic
-# int8 on MatMul/Gemm 0.35 (per-tensor) / 0.37 (per-channel, but worse agreement); with Conv as well 0.16 (dynamic)
-# and 0.19 (static QDQ, per-channel).
+# int8 on MatMul/Gemm 0.35 (per-tensor) / 0.37 (per-channel, but worse agreement); in another run (fp32 0.26),
+# per-channel int8 with Conv as well: 0.16 (dynamic) and 0.19 (static QDQ).
 INT8_OPS = ["MatMul", "Gemm"]
 
 
