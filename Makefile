@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench setup setup-ops
+.PHONY: run demo test test-fast lint bench setup setup-ops
 
 setup: $(STAMP)
 
@@ -15,21 +15,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[train,cpu,dev]'
 	touch $@
 
-run: $(STAMP)
-	$(BIN)/s2d model run
+# Start the service on the store's default model; on a fresh machine that is the demo model, trained here first
+# (a few minutes on 2 CPU cores, deterministic) because no real S2D weights can be downloaded offline.
+run: demo
+	$(BIN)/s2d serve
+
+demo: $(STAMP)
+	@$(BIN)/python -c "import sys; from s2d.store import ModelStore; sys.exit(not ModelStore().list())" \
+	  || $(BIN)/s2d demo build
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The Prometheus server and promtool (Debian package `prometheus`) for tests/test_prometheus.py. Best effort: it needs
-# root and apt-get; without them it says how to install, and those tests skip with the same reason.
+# Debian packages the tests drive for real: Prometheus + promtool (tests/test_prometheus.py) and Chromium +
+# chromedriver (tests/test_browser.py). Best effort: it needs root and apt-get; without them it says how to install,
+# and those tests skip with the same reason.
+OPS_PACKAGES := prometheus chromium chromium-driver
 setup-ops:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-	    >/dev/null) || echo "setup-ops: could not install prometheus; tests/test_prometheus.py will skip"; \
-	else echo "setup-ops: run 'apt-get install -y prometheus' as root to run tests/test_prometheus.py"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(OPS_PACKAGES) >/dev/null) || echo "setup-ops: could not install $(OPS_PACKAGES); their tests will skip"; \
+	else echo "setup-ops: run 'apt-get install -y $(OPS_PACKAGES)' as root for the Prometheus and browser tests"; fi
 
 test: lint setup-ops
 	$(BIN)/python -m pytest

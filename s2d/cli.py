@@ -215,6 +215,17 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from training.demo import DemoRecipe, build_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stored, metrics = build_demo(args.store, DemoRecipe(seed=args.seed), variants=tuple(args.variants.split(",")))
+    print(f"demo model {stored.name} in {stored.path}: held-out accuracy {metrics['video_test_accuracy']:.3f}")
+    return 0
+
+
 def _weights_call(fn, *a, **kw) -> int:
     from training.weights import WeightsError
 
@@ -466,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     models_list.add_argument("--store", help="store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
     models_list.add_argument("--json", action="store_true")
     models_list.set_defaults(func=cmd_models_list)
+
+    demo = commands.add_parser("demo", help="the demo model (synthetic faces)").add_subparsers(
+        dest="action", required=True
+    )
+    demo_build = demo.add_parser("build", help="train the demo model deterministically and put it in the model store")
+    demo_build.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
+    demo_build.add_argument("--seed", type=int, default=0)
+    demo_build.add_argument("--variants", default="fp32,int8", help="ONNX variants to export (fp32,fp16,int8)")
+    demo_build.set_defaults(func=cmd_demo_build)
 
     weights = commands.add_parser("weights", help="the authors' released weights").add_subparsers(
         dest="action", required=True

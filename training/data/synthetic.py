@@ -51,16 +51,57 @@ class _Expr:
     asym: float = 0.0  # one mouth corner raised (disgust)
     frown: float = 0.0  # vertical lines between the brows (angry)
     nose: float = 0.0  # nose wrinkles (disgust)
+    # Cartoon cues a drawn face uses where a real one has subtler ones (flushing, pallor, tears, showing teeth):
+    # they give every class a colour signature as well as a shape, so a small model learns them in minutes.
+    tint_r: float = 1.0  # skin colour factors
+    tint_g: float = 1.0
+    tint_b: float = 1.0
+    blush: float = 0.0  # red cheeks
+    tears: float = 0.0
+    teeth: float = 0.0  # a white band inside an open mouth
 
 
 _EXPRESSIONS: dict[str, _Expr] = {
     "neutral": _Expr(),
-    "happy": _Expr(curve=1.0, open=0.35, width=1.3, brow_raise=0.15, eye=0.6),
-    "sad": _Expr(curve=-0.8, width=0.85, brow_angle=1.0, brow_raise=0.1, eye=0.7),
-    "angry": _Expr(curve=-0.3, open=0.05, width=0.8, brow_angle=-1.0, brow_raise=-0.6, eye=0.85, frown=1.0),
+    "happy": _Expr(curve=1.0, open=0.35, width=1.3, brow_raise=0.15, eye=0.6, blush=1.0, teeth=1.0),
+    "sad": _Expr(curve=-0.8, width=0.85, brow_angle=1.0, brow_raise=0.1, eye=0.7, tears=1.0, tint_r=0.93, tint_b=1.08),
+    "angry": _Expr(
+        curve=-0.3,
+        open=0.05,
+        width=0.8,
+        brow_angle=-1.0,
+        brow_raise=-0.6,
+        eye=0.85,
+        frown=1.0,
+        tint_r=1.18,
+        tint_g=0.82,
+        tint_b=0.82,
+    ),
     "surprise": _Expr(open=1.0, width=0.6, brow_raise=1.0, eye=1.5),
-    "disgust": _Expr(curve=-0.4, open=0.15, width=0.9, brow_angle=-0.5, brow_raise=-0.4, eye=0.5, asym=1.0, nose=1.0),
-    "fear": _Expr(curve=-0.4, open=0.55, width=1.3, brow_angle=1.0, brow_raise=0.8, eye=1.45),
+    "disgust": _Expr(
+        curve=-0.4,
+        open=0.15,
+        width=0.9,
+        brow_angle=-0.5,
+        brow_raise=-0.4,
+        eye=0.5,
+        asym=1.0,
+        nose=1.0,
+        tint_r=0.88,
+        tint_g=1.1,
+        tint_b=0.82,
+    ),
+    "fear": _Expr(
+        curve=-0.4,
+        open=0.55,
+        width=1.3,
+        brow_angle=1.0,
+        brow_raise=0.8,
+        eye=1.45,
+        tint_r=0.92,
+        tint_g=0.97,
+        tint_b=1.12,
+    ),
 }
 
 
@@ -150,8 +191,16 @@ def _shade(colour, factor: float, tint=(1.0, 1.0, 1.0)) -> tuple[int, int, int]:
     return tuple(int(np.clip(c * factor * t, 0, 255)) for c, t in zip(colour, tint, strict=True))
 
 
-def _draw_head(c: _Canvas, style: FaceStyle) -> None:
-    skin = style.skin
+def _skin(style: FaceStyle, e: _Expr) -> tuple[int, int, int]:
+    return _shade(style.skin, 1.0, (e.tint_r, e.tint_g, e.tint_b))
+
+
+def _mix(a, b, t: float) -> tuple[int, int, int]:
+    return tuple(round(x + t * (y - x)) for x, y in zip(a, b, strict=True))
+
+
+def _draw_head(c: _Canvas, style: FaceStyle, e: _Expr) -> None:
+    skin = _skin(style, e)
     c.fill(np.array([[-0.38, 1.0], [0.38, 1.0], [0.45, 2.2], [-0.45, 2.2]]), _shade(skin, 0.85))  # neck
     c.ellipse(0.0, -0.3, 1.08, 1.12, style.hair)  # hair behind the head shows above and beside it
     for side in (-1, 1):
@@ -159,6 +208,13 @@ def _draw_head(c: _Canvas, style: FaceStyle) -> None:
     c.ellipse(0.0, 0.0, 1.0, 1.3, skin)
     c.ellipse(0.0, -0.95, 0.85, 0.42, style.hair)  # fringe
     c.ellipse(0.0, -0.62, 0.8, 0.12, skin)  # forehead line under the fringe
+    if e.blush > 0.05:
+        for side in (-1, 1):
+            c.ellipse(side * 0.52, 0.3, 0.2, 0.12, _mix(skin, (235, 80, 95), 0.75 * e.blush))
+    if e.tears > 0.05:
+        for side in (-1, 1):
+            streak = np.array([[side * 0.4, 0.0], [side * 0.43, 0.18], [side * 0.42, 0.38]])
+            c.poly(streak, _mix(skin, (80, 150, 255), e.tears), thickness=0.06)
 
 
 def _draw_eyes(c: _Canvas, style: FaceStyle, e: _Expr) -> None:
@@ -198,6 +254,10 @@ def _draw_mouth(c: _Canvas, style: FaceStyle, e: _Expr) -> None:
     if e.open > 0.08:
         outline = np.concatenate([np.stack([x, upper], 1), np.stack([x[::-1], lower[::-1]], 1)])
         c.fill(outline, (60, 20, 25))
+        if e.teeth > 0.05:
+            band = upper + 0.45 * (lower - upper)
+            c.fill(np.concatenate([np.stack([x, upper], 1), np.stack([x[::-1], band[::-1]], 1)]),
+                   _mix((60, 20, 25), (245, 245, 238), e.teeth))  # fmt: skip
         c.poly(outline, lips, thickness=0.04, closed=True)
     else:
         c.poly(np.stack([x, upper], 1), lips, thickness=0.05)
@@ -221,7 +281,7 @@ def render_face(
     image = (background if background is not None else _background(style, size)).copy()
     canvas = _Canvas(image, style, *offset)
     e = _blend(expression, intensity)
-    _draw_head(canvas, style)
+    _draw_head(canvas, style, e)
     _draw_eyes(canvas, style, e)
     _draw_nose(canvas, style, e)
     _draw_mouth(canvas, style, e)
@@ -229,6 +289,22 @@ def render_face(
         noise = noise_rng.integers(-style.noise, style.noise + 1, size=image.shape, dtype=np.int16)
         image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
     return image
+
+
+def face_keypoints(style: FaceStyle, expression: str, intensity: float, size: int = 224, *,
+                   offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:  # fmt: skip
+    """The 5 keypoints a face detector reports for `render_face(...)` with the same arguments: float [5, 2] pixels,
+    in the service's order (image-left eye, image-right eye, nose tip, image-left mouth corner, right corner).
+
+    Mouth corners follow the expression (a smile widens the mouth), as a detector's would.
+    """
+    canvas = _Canvas(np.empty((size, size, 3), np.uint8), style, *offset)
+    e = _blend(expression, intensity)
+    half = 0.3 * e.width
+    corner_v = 0.58 - e.curve * 0.13 - 0.03 * e.open
+    tilt = e.asym * 0.07  # disgust raises one corner
+    uv = np.array([[-0.38, -0.12], [0.38, -0.12], [0.0, 0.24], [-half, corner_v - tilt], [half, corner_v + tilt]])
+    return (canvas.pts(uv).reshape(5, 2) / _ONE).astype(np.float32)
 
 
 def draw_face(expression: str, intensity: float, rng: np.random.Generator, size: int = 224) -> np.ndarray:
@@ -258,6 +334,27 @@ def render_clip(expression: str, num_frames: int, size: int, rng: np.random.Gene
         render_face(expression, a, style, size, offset=tuple(m), noise_rng=rng, background=backdrop)
         for a, m in zip(intensity_curve(num_frames, rng), motion, strict=True)
     ]
+
+
+def render_aligned_clip(
+    expression: str, num_frames: int, rng: np.random.Generator, *, canvas: int = 256, keypoint_noise: float = 1.5
+) -> list[np.ndarray]:
+    """A clip as the service sees it: the face drawn in a `canvas`-sized frame, then cut out by the service's own
+    5-point alignment (`service.faces.align`) to the canonical 224x224 crop. The keypoints are the drawn ones plus
+    Gaussian noise of `keypoint_noise` pixels, standing in for a detector's error.
+    """
+    from service.faces.align import align_face  # numpy + OpenCV only: the crops the served model will be given
+
+    style = random_style(rng)
+    backdrop = _background(style, canvas)
+    motion = np.cumsum(rng.normal(0.0, [0.004, 0.004, 0.6], size=(num_frames, 3)), axis=0)
+    frames = []
+    for a, m in zip(intensity_curve(num_frames, rng), motion, strict=True):
+        offset = tuple(m)
+        image = render_face(expression, a, style, canvas, offset=offset, noise_rng=rng, background=backdrop)
+        points = face_keypoints(style, expression, a, canvas, offset=offset)
+        frames.append(align_face(image, points + rng.normal(0.0, keypoint_noise, points.shape)))
+    return frames
 
 
 def _encode(frames: list[np.ndarray]) -> list[bytes]:

@@ -1,0 +1,193 @@
+"""The demo model: S2D trained on the project's synthetic faces with one deterministic command, served out of the box.
+
+No real S2D weights can be downloaded on an offline machine, so the service's default model is this one. It follows
+the paper's two stages on synthetic data (`training/data/synthetic.py`, crops cut by the service's own alignment):
+
+1. static stage: the image model (ViT + MCP) learns the 7 expressions from peak frames, backbone trained from scratch
+   (there is no pre-trained ViT offline);
+2. dynamic stage: the video model starts from the static weights and, with the official freeze rule (backbone frozen;
+   prompts, TMAs, temporal embedding, ln_post and head trained), learns from clips in which the expression develops.
+
+It is the tiny variant cut to `DemoRecipe.depth` blocks and `num_frames` frames so both stages take a few minutes on 2
+CPU cores. The card says plainly that it knows synthetic faces only (`demo: true`). `s2d demo build` runs this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import IMAGENET_MEAN, IMAGENET_STD, S2DModel, create_model
+from training.data.synthetic import EXPRESSIONS, render_aligned_clip
+from training.optim import CosineSchedule, build_optimizer
+
+log = logging.getLogger(__name__)
+
+DEMO_NAME = "s2d-demo-synthetic"
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    seed: int = 0
+    variant: str = "s2d_tiny"
+    depth: int = 2
+    num_frames: int = 4
+    window_seconds: float = 2.0  # the T frames of a window span this much video (the service samples uniformly)
+    # static stage: peak frames, whole image model trained
+    static_per_class: int = 32
+    static_steps: int = 300
+    static_batch: int = 16
+    static_lr: float = 3e-4
+    # dynamic stage: clips, official freeze rule
+    video_per_class: int = 24
+    video_steps: int = 200
+    video_batch: int = 8
+    video_lr: float = 1e-3
+    test_per_class: int = 8
+    threads: int = 2
+
+
+def _normalise(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, T, H, W, 3] -> the model's input [N, 3, T, H, W], ImageNet-normalised."""
+    clip = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255
+    return (clip - mean) / std
+
+
+def synthetic_clips(per_class: int, num_frames: int, seed: int, length: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned synthetic clips of the 7 DFEW expressions, class-balanced: uint8 [N, T, 224, 224, 3], labels [N].
+
+    Each clip is `length` frames long (DFEW's 16) and `num_frames` of them are taken uniformly over it, as the
+    service samples a window: the expression starts neutral and develops within the first third.
+    """
+    keep = np.linspace(length - 1, 0, num_frames).round().astype(int)[::-1]  # one frame: the last (the peak)
+    clips, labels = [], []
+    for k in range(per_class):
+        for label, expression in enumerate(EXPRESSIONS):
+            rng = np.random.default_rng([seed, k, label])
+            clips.append(np.stack(render_aligned_clip(expression, length, rng))[keep])
+            labels.append(label)
+    return np.stack(clips), np.array(labels)
+
+
+def fit(
+    model: S2DModel,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+) -> None:
+    """AdamW (the recipe's parameter groups) with warm-up and per-step cosine; random batches and horizontal flips."""
+    optimizer = build_optimizer(model, lr=lr, weight_decay=0.05)
+    schedule = CosineSchedule(optimizer, steps, warmup_steps=max(1, steps // 15), base_lr=lr, min_lr=lr / 100,
+                              warmup_lr=lr / 100)  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        index = torch.randint(len(inputs), (batch,), generator=generator)
+        x = inputs[index]
+        if torch.rand(1, generator=generator).item() < 0.5:
+            x = x.flip(-1)
+        loss = torch.nn.functional.cross_entropy(model(x)[0], labels[index], label_smoothing=0.1)
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step:
+            on_step(step, loss.item())
+
+
+@torch.no_grad()
+def accuracy(model: S2DModel, inputs: torch.Tensor, labels: torch.Tensor, batch: int = 16) -> float:
+    model.eval()
+    predictions = torch.cat([model(inputs[i : i + batch])[0].argmax(-1) for i in range(0, len(inputs), batch)])
+    return (predictions == labels).float().mean().item()
+
+
+def train_static(recipe: DemoRecipe, log_every: int = 50) -> tuple[S2DModel, dict]:
+    """Stage 1: the image model on peak frames. Returns the model and its held-out accuracy."""
+    torch.manual_seed(recipe.seed)
+    model = create_model(recipe.variant, image=True, num_classes=len(EXPRESSIONS), depth=recipe.depth)
+    for param in model.s2d.parameters():  # no pre-trained ViT offline: the static stage trains it (pos_embed fixed)
+        param.requires_grad_(True)
+    model.s2d.pos_embed.requires_grad_(False)
+    train, train_y = synthetic_clips(recipe.static_per_class, 1, seed=recipe.seed * 10 + 1, length=6)
+    test, test_y = synthetic_clips(recipe.test_per_class, 1, seed=recipe.seed * 10 + 2, length=6)
+    x, y = _normalise(train), torch.from_numpy(train_y)
+    _fit_logged(
+        model, x, y, recipe.static_steps, recipe.static_batch, recipe.static_lr, recipe.seed, "static", log_every
+    )
+    acc = accuracy(model, _normalise(test), torch.from_numpy(test_y))
+    log.info("static stage: held-out accuracy %.3f", acc)
+    return model, {"static_test_accuracy": acc, "static_train_images": len(x), "static_test_images": len(test)}
+
+
+def train_video(recipe: DemoRecipe, static: S2DModel, log_every: int = 20) -> tuple[S2DModel, dict, np.ndarray]:
+    """Stage 2: the video model from the static weights, official freeze rule. Returns model, metrics, test clips."""
+    torch.manual_seed(recipe.seed + 1)
+    model = create_model(recipe.variant, num_classes=len(EXPRESSIONS), depth=recipe.depth, num_frames=recipe.num_frames)
+    state = {k: v for k, v in static.s2d.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = model.s2d.load_state_dict(state, strict=False)
+    assert not unexpected and all("TMA" in k or k.startswith(("head.", "temporal_embedding")) for k in missing)
+    model.landmark.load_state_dict(static.landmark.state_dict())
+    model.s2d.freeze_backbone()
+    train, train_y = synthetic_clips(recipe.video_per_class, recipe.num_frames, seed=recipe.seed * 10 + 3)
+    test, test_y = synthetic_clips(recipe.test_per_class, recipe.num_frames, seed=recipe.seed * 10 + 4)
+    x, y = _normalise(train), torch.from_numpy(train_y)
+    _fit_logged(
+        model, x, y, recipe.video_steps, recipe.video_batch, recipe.video_lr, recipe.seed + 1, "video", log_every
+    )
+    acc = accuracy(model, _normalise(test), torch.from_numpy(test_y))
+    log.info("video stage: held-out accuracy %.3f", acc)
+    return model, {"video_test_accuracy": acc, "video_train_clips": len(x), "video_test_clips": len(test)}, test
+
+
+def _fit_logged(model, x, y, steps, batch, lr, seed, stage: str, log_every: int) -> None:
+    start = time.perf_counter()
+
+    def report(step: int, loss: float) -> None:
+        if step % log_every == 0 or step == steps - 1:
+            log.info("%s step %d/%d loss %.3f (%.0f s)", stage, step + 1, steps, loss, time.perf_counter() - start)
+
+    fit(model, x, y, steps=steps, batch=batch, lr=lr, seed=seed, on_step=report)
+
+
+def build_demo(store_root: str | Path | None = None, recipe: DemoRecipe = DemoRecipe(), *, variants=("fp32", "int8")):
+    """Train both stages deterministically and export the video model into the model store as the demo model."""
+    from training.export import export_to_store
+
+    torch.set_num_threads(recipe.threads)
+    start = time.perf_counter()
+    static, static_metrics = train_static(recipe)
+    model, video_metrics, test_clips = train_video(recipe, static)
+    metrics = {**static_metrics, **video_metrics, "training_seconds": round(time.perf_counter() - start, 1)}
+    stored = export_to_store(
+        model.eval(),
+        store_root,
+        DEMO_NAME,
+        list(EXPRESSIONS),
+        variants=variants,
+        demo=True,
+        window_seconds=recipe.window_seconds,
+        evaluation=test_clips,
+        evaluation_name="held-out synthetic clips (training/demo.py)",
+        licence="Apache-2.0 (trained by this project on its own synthetic faces)",
+        description=(
+            "DEMO MODEL: knows the project's drawn synthetic faces only, not real people. Trained by `s2d demo build`."
+        ),
+        training={"recipe": asdict(recipe), "data": "training/data/synthetic.py, aligned by service.faces.align"},
+        metrics=metrics,
+    )
+    log.info("demo model written to %s: %s", stored.path, metrics)
+    return stored, metrics
