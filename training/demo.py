@@ -40,8 +40,8 @@ class DemoRecipe:
     num_frames: int = 4
     window_seconds: float = 2.0  # the T frames of a window span this much video (the service samples uniformly)
     # static stage: peak frames, whole image model trained
-    static_per_class: int = 32
-    static_steps: int = 300
+    static_per_class: int = 48
+    static_steps: int = 600
     static_batch: int = 16
     static_lr: float = 3e-4
     # dynamic stage: clips, official freeze rule
