@@ -133,14 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.active_requests = 0
     app.state.active_streams = 0
-    app.state.limits = Limits(
-        max_video_seconds=settings.max_video_seconds,
-        max_pixels=settings.max_pixels,
-        min_hop_seconds=settings.min_hop_seconds,
-        window_scale_range=settings.window_scale_range,
-        detector=settings.detector,
-        detect_every=settings.detect_every,
-    )
+    app.state.limits = Limits.from_settings(settings)
     _install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)

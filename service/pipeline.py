@@ -9,6 +9,7 @@ batcher as soon as it exists, so decoding overlaps inference and windows of conc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -49,6 +50,11 @@ class Limits:
     window_scale_range: tuple[float, float] = (0.5, 2.0)
     detector: str | None = None
     detect_every: int = 5
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        """The limits a `service.settings.Settings` asks for (REST, streams and `s2d predict` share them)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass

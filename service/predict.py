@@ -26,14 +26,7 @@ def predict_video(source: Path, settings: Settings, options: ClassifyOptions, fp
         registry.load()
         registry.start()
         await registry.warmup()  # settings.warmup=False (the CLI default) just marks it ready
-        limits = Limits(
-            max_video_seconds=settings.max_video_seconds,
-            max_pixels=settings.max_pixels,
-            min_hop_seconds=settings.min_hop_seconds,
-            window_scale_range=settings.window_scale_range,
-            detector=settings.detector,
-            detect_every=settings.detect_every,
-        )
+        limits = Limits.from_settings(settings)
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="s2d-predict") as executor:
                 return await analyse_video(source, registry.get(options.model), options, limits, executor, fps=fps)

@@ -19,6 +19,7 @@ from torch import nn
 
 from models import IMAGENET_MEAN, IMAGENET_STD, S2DModel
 from s2d.card import CPU, CUDA, ModelCard, SourceCheckpoint, VariantSpec, parse_card
+from s2d.machine import cpu_name
 from s2d.store import ModelStore, StoredModel
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ def write_model_folder(
         evaluation_name = f"{EVAL_CLIPS} synthetic face clips (training.export.synthetic_clips, seed 1)"
     evaluation_name = evaluation_name or f"{len(evaluation)} clips given by the caller"
     reference = torch_logits(model, evaluation)
-    specs, measured_on = {}, f"{_cpu_name()}, onnxruntime {_ort_version()} CPUExecutionProvider, batch 1"
+    specs, measured_on = {}, f"{cpu_name()}, onnxruntime {_ort_version()} CPUExecutionProvider, batch 1"
     for variant in variants:
         path = folder / VARIANT_FILES[variant]
         if variant == "fp16":
@@ -361,16 +362,6 @@ _VARIANT_NOTES = {
     "fp16": "For CUDA; figures measured with ONNX Runtime CPU's fp16 kernels vs PyTorch fp32, speed not timed here.",
     "int8": "For CPU: int8 MatMul/Gemm (convolutions stay fp32); figures vs PyTorch fp32.",
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _ort_version() -> str:
