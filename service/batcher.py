@@ -7,6 +7,8 @@ clip for the batch to fill, and runs the model in its own thread so the event lo
 Back-pressure lives here: a submit that would overflow the queue raises `BusyError` (HTTP 429 with a Retry-After
 estimated from the measured throughput), or, with `wait_for_space=True` (an already accepted request going on),
 waits for room. Cancelling the awaiting task (client gone, deadline passed) drops its clips that have not started.
+Live streams also take `stream_admission` (one batch's worth of clips) before they submit, so they keep their
+backlog themselves and always send their newest window (`service.streams`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s2d-infer-{model.name}")
         self._batch_ids = itertools.count()
+        # Live streams hold one of these per clip they have here (queued or running): under overload their windows
+        # then wait in the stream, where a newer window of the same track replaces an older one, instead of in this
+        # FIFO queue, where one clip per open track would make every result as old as the whole queue.
+        self.stream_admission = asyncio.Semaphore(max_batch)
         self._seconds_per_batch = 0.0  # moving average of one inference call, for Retry-After
         self._labels = {"model": model.name, "provider": model.provider}
         # Read at scrape time, so clips dropped by cancelled requests leave the gauge at once.

@@ -35,9 +35,14 @@ Back-pressure (memory per stream is bounded whatever the client does)
   - Frames: at most `stream_frame_buffer` wait for the face pipeline; when the stream falls behind the oldest
     waiting frame is dropped (reason `behind`). Frames closer than 0.5 / fps to the previous one are dropped
     (`rate`). Malformed, oversized and undecodable frames are dropped with an error event.
+    Under load a frame also waits for a free pipeline thread; the thread then takes the newest frame of the
+    stream and drops the older ones (`behind`), so it never decodes a frame that is already stale.
   - Windows: per track at most one window is in the batcher and one waits for it; a newer window replaces the
-    waiting one (`superseded`). Windows refused by a full batcher queue (`busy`) or past their deadline
-    (`deadline`) are dropped. Every drop is counted in `stats`, in `end`, and in the Prometheus metrics.
+    waiting one (`superseded`). Streams together keep at most one batch of clips in the batcher
+    (`Batcher.stream_admission`, granted in arrival order): under overload a track waits for its turn in the
+    stream and then submits its newest window, so latency stays about one batch long instead of growing with the
+    number of open tracks. Windows refused by a full batcher queue (`busy`) or past their deadline (`deadline`)
+    are dropped. Every drop is counted in `stats`, in `end`, and in the Prometheus metrics.
   - Events: a bounded outbox; when the client reads too slowly, droppable events (tracks, stats) go first, then
     the oldest results; a single send blocked longer than `stream_send_timeout_s` closes the stream (1008).
   - Incoming messages: the WebSocket layer caps one message at `stream_max_frame_bytes` (close 1009) and queues
@@ -55,6 +60,7 @@ import contextlib
 import json
 import logging
 import struct
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -189,20 +195,30 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 class FrameBuffer:
-    """Frames waiting for the face pipeline: at most `capacity`; a new frame beyond it drops the oldest."""
+    """Frames waiting for the face pipeline: at most `capacity`; a new frame beyond it drops the oldest.
+
+    `put` and `get` run on the event loop; `take_newer` runs in a pipeline thread, so the deque is guarded by a lock.
+    """
 
     def __init__(self, capacity: int, on_drop: Callable[[str], None]):
         self._items: deque[FrameMessage] = deque()
         self.capacity = capacity
         self._on_drop = on_drop
+        self._lock = threading.Lock()
         self._ready = asyncio.Event()
         self.ended = False  # the client sent `end`: process what is here, then flush
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, frame: FrameMessage) -> None:
-        if len(self._items) >= self.capacity:
-            self._items.popleft()
+        with self._lock:
+            full = len(self._items) >= self.capacity
+            if full:
+                self._items.popleft()
+            self._items.append(frame)
+        if full:
             self._on_drop("behind")
-        self._items.append(frame)
         self._ready.set()
 
     def end(self) -> None:
@@ -211,12 +227,32 @@ class FrameBuffer:
 
     async def get(self) -> FrameMessage | None:
         """The oldest waiting frame; None once the stream ended and nothing is left."""
-        while not self._items:
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
             if self.ended:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+
+    def take_newer(self) -> tuple[FrameMessage | None, int]:
+        """(the newest waiting frame, how many older ones it replaces), emptying the buffer; (None, 0) when empty.
+
+        Called by a pipeline thread just before it decodes a frame: under load a frame waits for a free thread
+        behind the other streams' frames, and the frames that arrived meanwhile are fresher. The caller counts the
+        skipped frames (on the event loop, where the stream's counters live)."""
+        with self._lock:
+            if not self._items:
+                return None, 0
+            newest = self._items.pop()
+            skipped = len(self._items)
+            self._items.clear()
+            return newest, skipped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,6 +283,9 @@ class Outbox:
             metrics.STREAM_EVENTS_DROPPED.inc()
         self._items.append((event, droppable))
         self._ready.set()
+
+    def clear(self) -> None:
+        self._items.clear()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the sender to close once the events before this call are sent (the first request wins)."""
@@ -282,6 +321,18 @@ class StreamConfig:
     idle_timeout_s: float
     detector: str | None
     detect_every: int
+
+
+@dataclass
+class _Processed:
+    """What a pipeline thread made of one frame (the newest waiting one when it started)."""
+
+    frame: FrameMessage
+    tracks: list = field(default_factory=list)  # (track_id, box [4], score) of the faces in the frame
+    windows: list = field(default_factory=list)  # windows completed by this frame
+    size: tuple[int, int] = (0, 0)  # (width, height)
+    skipped: int = 0  # older frames replaced by this one: counted as dropped (`behind`)
+    error: ProtocolError | None = None  # the frame could not be decoded
 
 
 @dataclass
@@ -413,8 +464,22 @@ class LiveStream:
         self.frames.put(frame)
 
     # ---- processing ------------------------------------------------------------------------------------------------
-    def _process(self, frame: FrameMessage) -> tuple[list, list, tuple[int, int]]:
-        """In a pipeline thread: decode, find faces, cut windows. Returns (tracks, windows, (width, height))."""
+    def _process(self, frame: FrameMessage) -> _Processed:
+        """In a pipeline thread: swap in the newest waiting frame, decode it, find faces, cut windows."""
+
+        skipped = 0
+        if not self.frames.ended:  # after `end` every buffered frame is classified, in order
+            newer, skipped = self.frames.take_newer()
+            if newer is not None:
+                frame, skipped = newer, skipped + 1  # the frame this job was started for is stale too
+        try:
+            tracks, windows, size = self._detect(frame)
+        except ProtocolError as err:
+            return _Processed(frame, skipped=skipped, error=err)
+        return _Processed(frame, tracks, windows, size, skipped)
+
+    def _detect(self, frame: FrameMessage) -> tuple[list, list, tuple[int, int]]:
+        """Decode, find faces, cut windows: (tracks, windows, (width, height))."""
         from service.media import Frame
 
         image = decode_image(frame.payload, self.config.max_pixels)
@@ -439,19 +504,20 @@ class LiveStream:
         """Processor task: frames from the buffer through the pipeline until `end`, then the last windows."""
         loop = asyncio.get_running_loop()
         while (frame := await self.frames.get()) is not None:
-            try:
-                tracks, windows, size = await loop.run_in_executor(self.executor, self._process, frame)
-            except ProtocolError as err:
+            done = await loop.run_in_executor(self.executor, self._process, frame)
+            for _ in range(done.skipped):
+                self._drop_frame("behind")
+            if (err := done.error) is not None:
                 self._drop_frame(err.code if err.code in FRAME_DROP_REASONS else "undecodable")
-                self.error(err.code, f"frame {frame.seq}: {err.message}")
+                self.error(err.code, f"frame {done.frame.seq}: {err.message}")
                 continue
             self.stats.frames_processed += 1
-            self.stats.faces += len(tracks)
+            self.stats.faces += len(done.tracks)
             metrics.FRAMES.labels("stream").inc()
-            metrics.FACES.labels("stream").inc(len(tracks))
-            self._send_tracks(frame, tracks, size)
-            for window in windows:
-                self._offer(window, frame)
+            metrics.FACES.labels("stream").inc(len(done.tracks))
+            self._send_tracks(done.frame, done.tracks, done.size)
+            for window in done.windows:
+                self._offer(window, done.frame)
         if self._t0_ms is not None:
             for window in await loop.run_in_executor(self.executor, self._flush):
                 self._offer(window, None)
@@ -495,8 +561,13 @@ class LiveStream:
         metrics.STREAM_WINDOWS_DROPPED.labels(reason).inc()
 
     async def _classify(self, track_id: int, slot: _TrackSlot, window, frame: FrameMessage | None) -> None:
+        admission = self.model.batcher.stream_admission  # one batch of stream clips at a time, fair (FIFO) by track
         while window is not None:
-            await self._classify_one(slot, window, frame)
+            async with admission:
+                if slot.waiting is not None:  # a newer window came while this one waited for its turn
+                    self._drop_window("superseded")
+                    (window, frame), slot.waiting = slot.waiting, None
+                await self._classify_one(slot, window, frame)
             window, frame = slot.waiting if slot.waiting is not None else (None, None)
             slot.waiting = None
         slot.inflight = None
@@ -540,6 +611,17 @@ class LiveStream:
             slot.waiting = None
             if slot.inflight is not None:
                 slot.inflight.cancel()
+
+    def release(self) -> None:
+        """After `cancel` and once its tasks are done: drop everything the stream holds (frames, per-track window
+        buffers and tracker, events, smoothers). The endpoint and its tasks also hold this object through reference
+        cycles (bound methods, cancelled tasks' tracebacks); emptying it here frees the bulk at once rather than at
+        the garbage collector's next full pass, which a long-lived stream's objects otherwise wait for."""
+        self.cancel()
+        self.tracks.clear()
+        self.frames.clear()
+        self.outbox.clear()
+        self.pipeline = self.builder = None
 
 
 def _prediction(classes: list[str], probs: np.ndarray, label: int | None = None) -> dict[str, Any]:

@@ -340,3 +340,55 @@ def test_ping_and_stats_heartbeat(server):
     assert len(stats) >= 3, "stats arrive every stats_interval_s even without frames"
     assert stats[-1]["frames"]["received"] == 0
     c.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State released on close (in-process app: the test reads the server's own objects, not its RSS)
+
+
+def test_closed_streams_release_their_state(store, monkeypatch):
+    import gc
+    import weakref
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.routes import stream as stream_route
+    from service.settings import load_settings
+
+    monkeypatch.setattr(stream_route, "IDLE_RELEASE_S", 0.05)
+    app = create_app(load_settings(model_store=store, max_batch=2, warmup=False, log_format="text"))
+    frames = aligned_frames(12)
+    with TestClient(app) as http:
+        streams = []
+        for closing in ("end", "disconnect"):
+            with http.websocket_connect("/v1/stream") as ws:
+                ws.send_text(json.dumps({"type": "hello", "mode": "aligned", "fps": 10, "tracks_fps": 0}))
+                assert json.loads(ws.receive_text())["type"] == "ready"
+                (live,) = stream_route.open_streams(app) - set(streams)  # the last one may still be closing
+                for i, data in enumerate(frames):  # stream time 0 .. 1.1 s: at least one window per stream
+                    ws.send_bytes(pack_frame(data, 1000.0 + 100 * i, i))
+                if closing == "end":
+                    ws.send_text(json.dumps({"type": "end"}))
+                    while json.loads(ws.receive_text())["type"] != "end":
+                        pass
+                else:
+                    while json.loads(ws.receive_text())["type"] != "result":  # windows in flight, then gone
+                        pass
+            streams.append(live)
+        deadline = time.monotonic() + 10
+        while (stream_route.open_streams(app) or app.state.active_streams) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not stream_route.open_streams(app) and app.state.active_streams == 0
+        for live in streams:  # emptied when its socket closed, whether the client ended or just went away
+            assert live.tracks == {} and live.builder is None and live.pipeline is None
+            assert len(live.frames) == 0 and len(live.outbox) == 0
+            assert live.stats.frames_received == len(frames)
+        refs = [weakref.ref(live) for live in streams]
+        del live, streams
+        gc.collect()
+        assert all(ref() is None for ref in refs), "a closed stream is still referenced"
+        while app.state.idle_memory.releases == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert app.state.idle_memory.releases >= 1, "memory is given back once no stream is open"
+        assert http.get("/healthz").status_code == 200

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from service import metrics
 from service.errors import NotReadyError, ServiceError, UnknownModelError
+from service.memory import IDLE_RELEASE_S, release_memory
 from service.pipeline import resolve_window
 from service.streams import (
     CLOSE_GOING_AWAY,
@@ -79,13 +80,61 @@ async def stream(ws: WebSocket) -> None:
         return
     state.active_streams += 1
     metrics.ACTIVE_STREAMS.inc()
+    idle = _idle_memory(ws.app)
+    idle.busy()
     try:
         live = await _start(ws, settings)
         if live is not None:
-            await _run(ws, live, settings.stream_idle_timeout_s)
+            streams = open_streams(ws.app)
+            streams.add(live)
+            try:
+                await _run(ws, live, settings.stream_idle_timeout_s)
+            finally:
+                streams.discard(live)
+                live.release()
     finally:
         state.active_streams -= 1
         metrics.ACTIVE_STREAMS.dec()
+        if state.active_streams == 0:
+            idle.idle()
+
+
+def open_streams(app: FastAPI) -> set[LiveStream]:
+    """The app's open streams (each is removed, and its state released, when its socket closes)."""
+    if not hasattr(app.state, "open_streams"):
+        app.state.open_streams = set()
+    return app.state.open_streams
+
+
+class _IdleMemory:
+    """Once no stream has been open for `IDLE_RELEASE_S`, give freed memory back to the OS (service.memory)."""
+
+    def __init__(self, executor):
+        self.executor = executor
+        self._timer: asyncio.TimerHandle | None = None
+        self.releases = 0
+
+    def busy(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def idle(self) -> None:
+        self.busy()
+        self._timer = asyncio.get_running_loop().call_later(IDLE_RELEASE_S, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        self.releases += 1
+        # In a pipeline thread: a full collection over a big heap takes milliseconds the event loop need not spend.
+        with contextlib.suppress(RuntimeError):  # the executor is shut down: the server is stopping
+            asyncio.get_running_loop().run_in_executor(self.executor, release_memory)
+
+
+def _idle_memory(app: FastAPI) -> _IdleMemory:
+    if not hasattr(app.state, "idle_memory"):
+        app.state.idle_memory = _IdleMemory(app.state.pipeline_executor)
+    return app.state.idle_memory
 
 
 async def _start(ws: WebSocket, settings) -> LiveStream | None:
