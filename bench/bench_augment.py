@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_report
+from bench.common import machine, write_report
 from training.data.augment import RandAugment, VideoTransform
 
 
@@ -45,14 +45,14 @@ def time_transform(transform: VideoTransform, clips: list[np.ndarray], repeats: 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224, help="output size")
     parser.add_argument("--input", type=int, default=224, help="input frame side (frames are input x input)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--clips", type=int, default=8, help="distinct random input clips to cycle through")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -68,6 +68,8 @@ def main() -> None:
         "eval (2 crops)": VideoTransform(train=False, size=args.size, crops=2),
     }
     rows = []
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join(sys.argv)}  (repeats {args.repeats} clips per case after 1 warm-up)")
     print(f"{args.frames} frames {args.input}x{args.input} -> {args.size}, 1 thread, {args.repeats} clips per case")
     print(f"{'case':32s} {'median':>8s} {'p10':>8s} {'p90':>8s} {'max':>8s}  (ms per clip)")
     for name, transform in cases.items():

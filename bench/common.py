@@ -1,7 +1,9 @@
-"""What every benchmark script shares: machine description, repeated timing, and a JSON report.
+"""What every benchmark script shares: machine description, repeated timing, the measured matrix-multiply peak and
+MFU, and a JSON report.
 
 Figures are medians over repeats with their spread (min..max); absolute times drift on shared machines, so compare
-ratios taken in the same run.
+ratios taken in the same run. Reports go to `$S2D_BENCH_OUT` (default `artifacts/bench/`), which is how
+`bench/suite.py` collects them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from s2d.machine import cpu_name
+
+OUT_ENV = "S2D_BENCH_OUT"
 
 
 def machine() -> dict:
@@ -37,6 +41,11 @@ def machine() -> dict:
     return info
 
 
+def command() -> str:
+    """The command line that produced a figure, as a user would retype it."""
+    return " ".join([sys.executable, *sys.argv])
+
+
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None) -> dict:
     """Seconds per call: median, min, max over `repeats` timed calls after `warmup` untimed ones."""
     for _ in range(warmup):
@@ -53,11 +62,65 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Cal
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def write_report(name: str, results: list[dict], out_dir: str | Path = "artifacts/bench") -> Path:
-    """Write {machine, command, results} as JSON and return the path."""
-    out = Path(out_dir)
+def spread(timing: dict) -> str:
+    """'median [min..max] xN' of a `time_call` result, for printing."""
+    return f"{timing['median_s']:.3f} [{timing['min_s']:.3f}..{timing['max_s']:.3f}] x{timing['repeats']}"
+
+
+def matmul_peak(dtype: str = "fp32", device: str = "cpu", n: int | None = None, repeats: int = 5) -> dict:
+    """Measured matrix-multiply peak: GFLOP/s of an n x n x n GEMM (`torch.mm`, 2n^3 FLOP) in `dtype` on `device`.
+
+    This is the ceiling MFU is measured against; it is measured in the same run as the figure it divides because
+    a shared machine's speed drifts. Without `n`, n doubles from 256 until one product takes 1/8 s (the next would
+    take ~1 s) or n reaches 2048 (CPU) / 8192 (CUDA), so a slow precision does not take minutes: bf16 on a CPU
+    without bf16 instructions (AVX-512 BF16 / AMX) runs through a slow fallback at ~1 GFLOP/s, and that is the true
+    ceiling of bf16 matmuls there, not an error.
+    """
+    import torch
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    sync = torch.cuda.synchronize if device == "cuda" else None
+
+    def operands(side: int) -> tuple:
+        generator = torch.Generator(device=device).manual_seed(0)
+        a, b = (torch.randn(side, side, device=device, generator=generator) for _ in range(2))
+        return a.to(dtypes[dtype]), b.to(dtypes[dtype])
+
+    if n is None:
+        n, largest = 256, 8192 if device == "cuda" else 2048
+        while n < largest:
+            pair = operands(n)
+            if time_call(lambda pair=pair: torch.mm(*pair), 1, sync=sync)["median_s"] >= 0.125:
+                break
+            n *= 2
+    a, b = operands(n)
+    timing = time_call(lambda: torch.mm(a, b), repeats, warmup=2 if device == "cuda" else 1, sync=sync)
+    flop = 2 * n**3
+    return {
+        "dtype": dtype,
+        "device": device,
+        "n": n,
+        "gflops": flop / timing["median_s"] / 1e9,
+        "gflops_best": flop / timing["min_s"] / 1e9,
+        **timing,
+    }
+
+
+def mfu(flop_per_item: float, items_per_s: float, peak_gflops: float) -> dict:
+    """Achieved GFLOP/s of `items_per_s` items of `flop_per_item` FLOP each, and its fraction of a measured peak."""
+    achieved = flop_per_item * items_per_s / 1e9
+    return {"achieved_gflops": achieved, "peak_gflops": peak_gflops, "mfu": achieved / peak_gflops}
+
+
+def write_report(name: str, results: list[dict], out_dir: str | Path | None = None, **extra) -> Path:
+    """Write {benchmark, command, machine, time, **extra, results} as JSON and return the path.
+
+    `out_dir` defaults to `$S2D_BENCH_OUT`, else `artifacts/bench`.
+    """
+    out = Path(out_dir or os.environ.get(OUT_ENV) or "artifacts/bench")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    report = {"benchmark": name, "command": " ".join([sys.executable, *sys.argv]), "machine": machine()}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"{name}-{stamp}.json"
+    report = {"benchmark": name, "command": command(), "machine": machine(), "time": stamp, **extra}
     path.write_text(json.dumps({**report, "results": results}, indent=2))
     return path

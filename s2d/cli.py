@@ -372,6 +372,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(argv: list[str]) -> int:
+    """The benchmark suite (bench/suite.py, in a source checkout): every argument after `s2d bench` is its own."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "suite.py").exists():
+        print("error: `s2d bench` runs from a source checkout (bench/ is not installed)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.suite import main as suite_main
+
+    return suite_main(argv)
+
+
 def _add_service_commands(commands) -> None:
     serve = commands.add_parser("serve", help="start the REST service (settings from S2D_* variables or a file)")
     serve.add_argument("--settings", help="settings file: .toml (plain field names) or .env (S2D_ names)")
@@ -511,10 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_variant_args(p, default="fp32,fp16,int8")
         p.set_defaults(func=cmd_weights_pull if action == "pull" else cmd_weights_import)
     _add_service_commands(commands)
+
+    # `s2d bench ...` is handed whole to bench/suite.py by main(); this entry is for `s2d -h`.
+    commands.add_parser("bench", help="benchmark suite: [--quick|--full] [--only NAME ...] [--out DIR]", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from s2d.machine import cpu_name
 
 
 def standard_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (360, 640)) -> Path:
@@ -80,7 +84,10 @@ def run_level(url: str, video: bytes, concurrency: int, requests: int, headers: 
     latencies = sorted(s for s, _ in ok)
     # Per request: the share of its server-side time not spent in the model call(s) its clips were part of
     # (upload, decode, faces, queue, JSON), averaged over requests.
-    outside = [1 - min(b["timings"]["inference"] / b["timings"]["total"], 1.0) for _, b in ok if b["timings"]["total"]]
+    timed = [b["timings"] for _, b in ok if b["timings"]["total"]]
+    outside = [1 - min(t["inference"] / t["total"], 1.0) for t in timed]
+    # The face pipeline's share: the server's decode + detect/track/align seconds over its end-to-end seconds.
+    faces = [min((t["decode"] + t["faces"]) / t["total"], 1.0) for t in timed]
     return {
         "concurrency": concurrency,
         "requests": requests,
@@ -90,6 +97,9 @@ def run_level(url: str, video: bytes, concurrency: int, requests: int, headers: 
         "p50_s": statistics.median(latencies) if latencies else None,
         "p95_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None,
         "outside_model_share": statistics.mean(outside) if outside else None,
+        "face_pipeline_share": statistics.mean(faces) if faces else None,
+        "face_pipeline_share_range": [min(faces), max(faces)] if faces else None,
+        "server_timings_median_s": {k: statistics.median(t[k] for t in timed) for k in timed[0]} if timed else None,
     }
 
 
@@ -120,11 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         outside = row["outside_model_share"]
         print(
             f"concurrency {level:3d}: {row['requests_per_s']:6.2f} req/s  p50 {row['p50_s']:.3f} s  "
-            f"p95 {row['p95_s']:.3f} s  outside the model {100 * outside:.0f}%  ok {row['ok']}/{row['requests']}"
+            f"p95 {row['p95_s']:.3f} s  outside the model {100 * outside:.0f}%  "
+            f"face pipeline {100 * row['face_pipeline_share']:.0f}%  ok {row['ok']}/{row['requests']}"
         )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"server": args.url, "levels": figures}, indent=2))
+        report = {
+            "command": " ".join(["python -m service.loadtest", *(argv if argv is not None else sys.argv[1:])]),
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+            "server": args.url, "model": models["default"], "mode": args.mode, "requests_per_level": args.requests,
+            "levels": figures,
+        }  # fmt: skip
+        Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
 
 
