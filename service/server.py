@@ -30,6 +30,8 @@ def serve(settings: Settings | None = None) -> None:
         timeout_graceful_shutdown=10,
         # Live streams: one WebSocket message is one frame (header + image); protocol pings find dead peers.
         ws_max_size=settings.stream_max_frame_bytes + 64,
+        # Frames are JPEG/PNG/WebP, already compressed: permessage-deflate would only burn CPU on both ends.
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.stream_heartbeat_s,
         ws_ping_timeout=settings.stream_heartbeat_s,
     )

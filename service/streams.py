@@ -45,8 +45,12 @@ Back-pressure (memory per stream is bounded whatever the client does)
     are dropped. Every drop is counted in `stats`, in `end`, and in the Prometheus metrics.
   - Events: a bounded outbox; when the client reads too slowly, droppable events (tracks, stats) go first, then
     the oldest results; a single send blocked longer than `stream_send_timeout_s` closes the stream (1008).
-  - Incoming messages: the WebSocket layer caps one message at `stream_max_frame_bytes` (close 1009) and queues
-    only a few; uvicorn's protocol pings every `stream_heartbeat_s` close dead peers.
+  - Incoming messages: the WebSocket layer caps one message at `stream_max_frame_bytes` (close 1009) and stops
+    reading the socket while a message waits for the stream (uvicorn's default protocol: TCP flow control then
+    pushes back on a client that sends faster than the stream reads); no permessage-deflate (frames are already
+    compressed); uvicorn's protocol pings every `stream_heartbeat_s` close dead peers.
+  - Closed streams release their state at once (`LiveStream.release`); once no stream has been open for 2 s the
+    server gives freed memory back to the OS (`service.memory`).
 
 Close codes: 1000 end, 1001 idle timeout / server shutdown, 1002 protocol error (no valid hello), 1008 policy
 (unauthorized, bad hello, unknown model, slow reader), 1009 message too big, 1011 internal error, 1013 try again
