@@ -12,16 +12,16 @@ seconds idle.
 
 Memory returns to baseline: the verdict line
 -------------------------------------------
-The baseline is the server's RSS after a warm-up (2 streams for `--warmup` s, then `--settle` s idle): first use
-creates what a server keeps for its lifetime (a face detector per pipeline thread, ONNX Runtime's arena at the
-sizes it has seen, imported modules), which is not per-stream state. The server gives freed memory back to the OS
-2 s after its last stream closes (`service.memory`: full garbage collection + glibc `malloc_trim`), so `--settle`
-(default 5 s) must exceed that. PASS when every round's settled RSS is within `--tolerance-mib` (default 16 MiB)
-of the baseline. Why 16 MiB: what legitimately stays is allocator slack, not state: fragmentation glibc cannot trim
-(a page stays while any small allocation in it lives), CPython's object arenas, and the second pipeline thread's
-detector if the warm-up used only one thread. It is under 5% of the demo server's ~430 MiB and under half of one
-round's growth without the idle release (about +40 MiB for 32 streams), so a per-stream leak of even ~0.5 MiB
-fails it; several rounds tell a leak (settled RSS climbs round after round) from retention (it plateaus).
+The baseline is the server's RSS after a warm-up (all N streams for `--warmup` s, then `--settle` s idle): first use
+at full width creates what a server keeps for its lifetime whatever it serves next (a face detector per pipeline
+thread, glibc's per-thread arenas at their working size, imported modules and caches), which is not per-stream
+state. The server gives freed memory back to the OS 2 s after its last stream closes (`service.memory`: a full
+garbage collection, then glibc `malloc_trim`), so `--settle` (default 5 s) must exceed that. PASS when every round's
+settled RSS is within `--tolerance-mib` (default 16 MiB) of the baseline. Why 16 MiB: what may legitimately stay
+is allocator slack, not state (pages glibc cannot trim because a small live allocation pins them, CPython's object
+arenas); 16 MiB is 0.5 MiB per stream at 32 streams, less than one decoded 640x360 frame (0.66 MiB) each, so
+keeping even one frame per closed stream fails it, as does any growth from round to round (several rounds tell
+a leak, settled RSS climbing, from retention, a plateau). For scale: 32 streams raise the RSS by ~250 MiB at peak.
 The exit status is 0 only with PASS, every stream completed and `/healthz` answering 200 after the run.
 """
 
@@ -199,9 +199,10 @@ async def run(args: argparse.Namespace) -> dict:
     frames = clip_frames()
     hello = {"mode": args.mode, "fps": args.fps, "tracks_fps": 5}
     with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
-        if args.warmup > 0:  # first use creates the per-thread face detectors: not part of what streams hold
-            await asyncio.gather(*(one_stream(args.url, headers, hello, frames, args.fps, args.warmup, 0.0)
-                                   for _ in range(2)))  # fmt: skip
+        if args.warmup > 0:  # first use at full width: what the server keeps for life, not per-stream state
+            start_at = time.monotonic() + 1.0
+            await asyncio.gather(*(one_stream(args.url, headers, hello, frames, args.fps, args.warmup, start_at)
+                                   for _ in range(args.warmup_streams or args.streams)))  # fmt: skip
             await asyncio.sleep(args.settle)
         baseline = resident_bytes(client)
         rounds = []
@@ -215,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict:
     passed = excess is not None and excess <= args.tolerance_mib and None not in settled
     return {
         "streams": args.streams, "fps": args.fps, "seconds": args.seconds, "mode": args.mode, "rounds": rounds,
+        "warmup": {"seconds": args.warmup, "streams": args.warmup_streams or args.streams, "settle_s": args.settle},
         "memory": {"baseline_mib": base, "settled_mib": settled, "tolerance_mib": args.tolerance_mib,
                    "worst_excess_mib": excess, "returns_to_baseline": passed},
         "server_healthy_after": healthy,
@@ -246,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the load; settled RSS per round shows leaks")
     parser.add_argument("--mode", default="faces", choices=("faces", "aligned"))
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before the settled RSS (> 2 s)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of 2 streams before the baseline RSS")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of streams before the baseline RSS")
+    parser.add_argument("--warmup-streams", type=int, default=0, help="streams in the warm-up (0: --streams)")
     parser.add_argument("--tolerance-mib", type=float, default=16.0, help="settled RSS allowed above the baseline")
     parser.add_argument("--api-key")
     parser.add_argument("--out", help="also write the figures as JSON here (the report goes to artifacts/bench)")
