@@ -1,7 +1,8 @@
 """The live stream over a real WebSocket: a uvicorn server in a subprocess (torch blocked), websockets' client.
 
 Covers ordering, timestamps, drop accounting, smoothing, limits and malformed messages; plus the small parts
-(image header sizes, the outbox policy, hysteresis) directly.
+(image header sizes, the outbox policy, hysteresis) directly, and (in-process, to see the server's own objects)
+that a closed stream's state is released and the idle server gives memory back.
 """
 
 from __future__ import annotations
