@@ -21,7 +21,7 @@ settled RSS is within `--tolerance-mib` (default 16 MiB) of the baseline. Why 16
 is allocator slack, not state (pages glibc cannot trim because a small live allocation pins them, CPython's object
 arenas); 16 MiB is 0.5 MiB per stream at 32 streams, less than one decoded 640x360 frame (0.66 MiB) each, so
 keeping even one frame per closed stream fails it, as does any growth from round to round (several rounds tell
-a leak, settled RSS climbing, from retention, a plateau). For scale: 32 streams raise the RSS by ~250 MiB at peak.
+a leak, settled RSS climbing, from retention, a plateau). For scale: 32 streams raise the RSS by ~200 MiB at peak.
 The exit status is 0 only with PASS, every stream completed and `/healthz` answering 200 after the run.
 """
 
