@@ -156,19 +156,33 @@ def cpu_inference_script() -> str:
 
 def step_cpu_inference(ctx: Context, result: StepResult) -> None:
     variant = ctx.variant or ctx.pick("s2d_tiny", "s2d_tiny", "s2d_base")
-    args = [cpu_inference_script(), "--variant", variant, "--batches", *ctx.pick(["1"], ["1", "4"], ["1", "4", "8"]),
-            "--repeats", ctx.pick("1", "2", "3")]  # fmt: skip
-    if ctx.size == "quick":
-        args += ["--frames", "4", "--clips", "2", "--precisions", "fp32"]
+    script = cpu_inference_script()
+    if script.endswith("bench_cpu_inference.py"):  # batch 1 interleaved per clip (+ agreement), extra batches timed
+        args = [script, "--variant", variant, "--eval-clips", ctx.pick("2", "4", "8"),
+                "--fit-clips", ctx.pick("2", "4", "8"), "--repeats", ctx.pick("1", "2", "3")]  # fmt: skip
+        args += ctx.pick(["--frames", "4", "--int8", "int8"], [], ["--batches", "4", "8"])
+    else:
+        args = [script, "--variant", variant, "--batches", *ctx.pick(["1"], ["1", "4"], ["1", "4", "8"]),
+                "--repeats", ctx.pick("1", "2", "3")]  # fmt: skip
+        args += ctx.pick(["--frames", "4", "--clips", "2", "--precisions", "fp32"], [], [])
     report = run_script(ctx, result, args, timeout=ctx.pick(300, 900, 3600))
     for r in report["results"]:
-        agree = next((v for k, v in r.items() if k.startswith("top1_agreement")), None)
+        agree = _agreement(r)
         result.lines.append(
-            f"{r.get('model', variant)} {r['engine']} {r['precision']} {r.get('provider', '')} batch {r['batch']}: "
-            f"{r['clips_per_s']:.2f} clips/s (x{r.get('speedup_vs_pytorch_fp32', float('nan')):.2f} PyTorch fp32"
+            f"{r.get('model', variant)} {_engine(r)} batch {r['batch']}: {r['clips_per_s']:.2f} clips/s "
+            f"(x{r.get('speedup_vs_pytorch_fp32', float('nan')):.2f} PyTorch fp32"
             + (f", top-1 {100 * agree:.1f}%" if agree is not None else "")
             + ")"
         )
+
+
+def _agreement(row: dict) -> float | None:
+    """Top-1 agreement with PyTorch fp32 under either script's key (bench_onnx, bench_cpu_inference)."""
+    return row.get("top1_agreement_vs_pytorch_fp32", row.get("top1_agreement"))
+
+
+def _engine(row: dict) -> str:
+    return " ".join(str(row[k]) for k in ("engine", "precision", "provider") if row.get(k))
 
 
 def step_faces(ctx: Context, result: StepResult) -> None:
@@ -365,14 +379,14 @@ def target_cpu_speed(steps: dict[str, dict]) -> Target:
         return Target("cpu-speed", goal, "NOT MEASURED", "no s2d_base cpu-inference rows in this run", "cpu-inference")
     ok = [
         r for r in rows
-        if r.get("engine") == "onnxruntime" and "CPU" in str(r.get("provider", "CPU"))
-        and next((v for k, v in r.items() if k.startswith("top1_agreement")), 0) >= 0.99
+        if not str(r.get("engine", "")).startswith("pytorch") and "CUDA" not in str(r.get("provider", ""))
+        and (_agreement(r) or 0) >= 0.99
     ]  # fmt: skip
     if not ok:
         return Target("cpu-speed", goal, "FAIL", "no ONNX Runtime variant at >= 99% agreement", "cpu-inference")
     best = max(ok, key=lambda r: r.get("speedup_vs_pytorch_fp32", 0))
     ratio = best.get("speedup_vs_pytorch_fp32", 0)
-    value = f"x{ratio:.2f} ({best['precision']}, batch {best['batch']}, {best['clips_per_s']:.2f} clips/s)"
+    value = f"x{ratio:.2f} ({_engine(best)}, batch {best['batch']}, {best['clips_per_s']:.2f} clips/s)"
     return Target("cpu-speed", goal, "PASS" if ratio >= 3 else "FAIL", value, "cpu-inference")
 
 
