@@ -62,7 +62,8 @@ class StepResult:
     commands: list[str] = field(default_factory=list)
     reports: list[dict] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # the summary's figures
-    seconds: float = 0.0
+    seconds: float = 0.0  # running, not counting the wait for --lock
+    lock_wait_s: float = 0.0
 
 
 class Skip(Exception):
@@ -422,15 +423,16 @@ TARGETS = (target_cpu_speed, target_face_share, target_gpu_mfu)
 
 
 @contextlib.contextmanager
-def held(lock: str | None) -> Iterator[None]:
-    """An exclusive flock on `lock` (the shared CPU lock) while a step runs; nothing when no lock is given."""
+def held(lock: str | None) -> Iterator[float]:
+    """An exclusive flock on `lock` (the shared CPU lock) while a step runs; yields the seconds waited for it."""
     if not lock:
-        yield
+        yield 0.0
         return
     with open(lock, "a") as handle:
+        start = time.perf_counter()
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield time.perf_counter() - start
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -441,13 +443,14 @@ def run_step(name: str, ctx: Context, lock: str | None) -> StepResult:
     print(f"\n=== {name}: {what}", flush=True)
     start = time.perf_counter()
     try:
-        with held(lock):
+        with held(lock) as waited:
+            result.lock_wait_s = waited
             fn(ctx, result)
     except Skip as skip:
         result.status, result.reason = "skipped", str(skip)
     except Exception as err:  # one broken benchmark must not lose the others' figures
         result.status, result.reason = "failed", f"{type(err).__name__}: {err}"
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - start - result.lock_wait_s
     if result.status != "ok":
         print(f"{name}: {result.status}: {result.reason}", flush=True)
     return result
