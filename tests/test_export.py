@@ -132,6 +132,26 @@ def test_int8_variant_quantises_matmuls(tiny, tmp_path):
         assert figures["max_abs_logit_diff"] < 1.0 and figures["agreement_clips"] == 4
 
 
+def test_int8_weight_options_change_the_quantised_weights(tiny, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model, path = tiny
+    clips = synthetic_clips(2, 2, seed=6)
+    scales = {}
+    for per_channel, reduce_range in ((False, False), (True, True)):
+        q = quantize_int8(path, tmp_path / f"q{per_channel}.onnx", per_channel=per_channel, reduce_range=reduce_range)
+        graph = onnx.load(str(q)).graph
+        weights = [numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_quantized")]
+        scales[per_channel] = max(np.asarray(numpy_helper.to_array(t)).size for t in graph.initializer
+                                  if t.name.endswith("_scale"))  # fmt: skip
+        if reduce_range:  # 7-bit weights: no saturation in AVX2's u8 x s8 pair sums
+            assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights if w.dtype == np.int8) <= 64
+        figures = agreement(torch_logits(model, clips), run_onnx(onnx_session(q), clips))
+        assert figures["max_abs_logit_diff"] < 1.0
+    assert scales[False] == 1 and scales[True] > 1  # per-channel: one scale per output column
+
+
 @pytest.mark.slow
 def test_full_size_base_model_exports_with_parity(tmp_path):
     model = randomize_(create_model("s2d_base")).eval()

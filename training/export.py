@@ -101,6 +101,9 @@ MIN_AGREEMENT = 0.99
 # int8 on MatMul/Gemm 0.35 (per-tensor) / 0.37 (per-channel, but worse agreement); in another run (fp32 0.26),
 # per-channel int8 with Conv as well: 0.16 (dynamic) and 0.19 (static QDQ).
 INT8_OPS = ["MatMul", "Gemm"]
+# Weight quantisation of the dynamic int8 recipe; bench/bench_cpu_inference.py measures the alternatives side by side.
+INT8_PER_CHANNEL = False
+INT8_REDUCE_RANGE = False
 
 
 def synthetic_clips(count: int, num_frames: int, size: int = 224, seed: int = 0) -> np.ndarray:
@@ -165,18 +168,29 @@ class _ClipReader:
 
 
 def quantize_int8(
-    src: str | Path, dst: str | Path, calibration: np.ndarray | None = None, method: str = "dynamic"
+    src: str | Path,
+    dst: str | Path,
+    calibration: np.ndarray | None = None,
+    method: str = "dynamic",
+    *,
+    per_channel: bool = INT8_PER_CHANNEL,
+    reduce_range: bool = INT8_REDUCE_RANGE,
 ) -> Path:
-    """int8 for the CPU (VNNI). `dynamic` (default): per-tensor int8 weights, activations quantised per call
-    (MatMulInteger, no calibration); `static`: QDQ, per-channel weights, activation ranges from `calibration`
-    clips uint8 [N, T, H, W, 3]."""
+    """int8 for the CPU. `dynamic` (default): int8 weights, activations quantised per call (MatMulInteger, no
+    calibration); `static`: QDQ, per-channel weights, activation ranges from `calibration` clips uint8
+    [N, T, H, W, 3]. `per_channel` / `reduce_range` (7-bit weights) apply to the dynamic method."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
     if method == "dynamic":
         quantize_dynamic(
-            str(src), str(tmp), op_types_to_quantize=INT8_OPS, per_channel=False, weight_type=QuantType.QInt8
+            str(src),
+            str(tmp),
+            op_types_to_quantize=INT8_OPS,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
         )
     elif method == "static":
         if calibration is None or len(calibration) == 0:
