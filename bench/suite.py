@@ -159,8 +159,9 @@ def step_cpu_inference(ctx: Context, result: StepResult) -> None:
     variant = ctx.variant or ctx.pick("s2d_tiny", "s2d_tiny", "s2d_base")
     script = cpu_inference_script()
     if script.endswith("bench_cpu_inference.py"):  # batch 1 interleaved per clip (+ agreement), extra batches timed
-        args = [script, "--variant", variant, "--eval-clips", ctx.pick("2", "4", "8"),
-                "--fit-clips", ctx.pick("2", "4", "8"), "--repeats", ctx.pick("1", "2", "3")]  # fmt: skip
+        clips = "8" if variant == "s2d_base" and ctx.size != "quick" else ctx.pick("2", "4", "8")  # the script's own
+        args = [script, "--variant", variant, "--eval-clips", clips, "--fit-clips", clips,
+                "--repeats", ctx.pick("1", "2", "3")]  # fmt: skip
         args += ctx.pick(["--frames", "4", "--int8", "int8"], [], ["--batches", "4", "8"])
     else:
         args = [script, "--variant", variant, "--batches", *ctx.pick(["1"], ["1", "4"], ["1", "4", "8"]),
