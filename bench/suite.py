@@ -70,7 +70,9 @@ class Skip(Exception):
     """A step that cannot run here (no GPU, no model): skipped with this reason, not failed."""
 
 
-def run_script(ctx: Context, result: StepResult, args: list[str], timeout: float = 600, report: Path | None = None):
+def run_script(
+    ctx: Context, result: StepResult, args: list[str], timeout: float = 600, report: Path | None = None
+) -> dict:
     """Run `python args...` in the repository, echo its output, and return its JSON report: the file it names on a
     `report: PATH` line (scripts using `bench.common.write_report`), or `report` (scripts with an --out option)."""
     cmd = [ctx.python, *args]
