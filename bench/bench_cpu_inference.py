@@ -167,6 +167,39 @@ def summary(seconds: list[float], batch: int) -> dict:
     }
 
 
+def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of one ViT-B MLP matmul (16 frames x 197 tokens, 768 -> 3072): PyTorch fp32, ORT fp32, ORT dynamic int8
+    (counted as the fp32 FLOPs it replaces). The ceiling any engine can reach on the clip's matmuls."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from training.export import quantize_int8
+
+    m, k, n = 16 * 197, 768, 3072
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32) * 0.02
+    flops = 2.0 * m * k * n
+    peaks = {"pytorch-fp32": flops / time_call(lambda: torch.from_numpy(x) @ torch.from_numpy(w), repeats)["median_s"]}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mlp_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    with tempfile.TemporaryDirectory(prefix="bench_peak_") as tmp:
+        fp32 = Path(tmp) / "mm.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(fp32))
+        for name, path in (("ort-fp32", fp32), ("ort-int8", quantize_int8(fp32, Path(tmp) / "mm.int8.onnx"))):
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            peaks[name] = flops / time_call(lambda s=session: s.run(None, {"x": x}), repeats)["median_s"]
+    return {k: v / 1e9 for k, v in peaks.items()}
+
+
 def build(args) -> tuple[object, str]:
     import torch
 
@@ -204,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="*", type=int, default=[], help="extra batch sizes, timing only")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per engine at each extra batch size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peak", action="store_true", help="also time one MLP matmul: the GFLOP/s ceilings")
+    parser.add_argument("--strict", action="store_true", help="exit status 1 when the target is not met")
     args = parser.parse_args(argv)
 
     from training.export import synthetic_clips
@@ -243,16 +278,31 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print(f"PyTorch fp32 classes over the {len(reference)} clips: {np.bincount(reference.argmax(-1)).tolist()}, "
           f"top-1 margin percentiles {margin_stats(reference)}")  # fmt: skip
-    verdict = [r for r in rows if r["batch"] == 1 and r["engine"] != "pytorch-fp32"]
+    verdict = [r for r in rows if r.get("batch") == 1 and r["engine"] != "pytorch-fp32"]
     passed = any(r["target_met"] for r in verdict)
     print(f"target >= {TARGET_SPEEDUP:g}x PyTorch fp32 at >= {100 * TARGET_AGREEMENT:g}% top-1 (batch 1): "
           f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
+    if args.peak:  # what limits the speedup: the clip's FLOPs at each engine's matmul peak
+        from models.s2d import clip_flops
+
+        gflop = clip_flops(cfg)["total"] / 1e9
+        peaks = matmul_peaks(args.threads)
+        for row in rows:
+            row["clip_gflop"], row["achieved_gflop_per_s"] = gflop, gflop * row["clips_per_s"]
+        pytorch = next(r for r in rows if r["engine"] == "pytorch-fp32" and r["batch"] == 1)
+        for name, peak in peaks.items():
+            ceiling = peak / gflop / pytorch["clips_per_s"]
+            print(f"matmul peak {name}: {peak:.0f} GFLOP/s -> at most {peak / gflop:.3f} clips/s "
+                  f"({ceiling:.2f}x PyTorch fp32) for {gflop:.0f} GFLOP per clip")  # fmt: skip
+        for row in rows:
+            print(f"  achieved {row['engine']} batch {row['batch']}: {row['achieved_gflop_per_s']:.0f} GFLOP/s")
+        rows.append({"engine": "matmul-peaks", "gflop_per_s": peaks, "clip_gflop": gflop})
     load = {"load_average_before": load_before, "load_average_after": os.getloadavg()}
     print(f"load average before {load_before}, after {load['load_average_after']} (2 cores: > ~2.5 means contention)")
     extra_info = {"model": f"{cfg.name}-T{cfg.num_frames}", "weights": weights, "head": head, **load}
     report = write_report("cpu_inference", [{**extra_info, **r} for r in rows])
     print(f"report: {report}")
-    return 0
+    return 1 if args.strict and not passed else 0
 
 
 def print_table(rows: list[dict]) -> None:

@@ -97,11 +97,14 @@ EVAL_CLIPS = 32  # default clips each variant's top-1 agreement with PyTorch fp3
 MIN_AGREEMENT = 0.99
 # int8 covers the linear layers and attention matmuls. Convolutions stay fp32: ONNX Runtime's ConvInteger (dynamic)
 # is slower than its fp32 convolution here, and the depth-wise landmark convolutions gain nothing from int8.
-# Measured on s2d_small, T=16, random weights, this 2-core AVX-512 VNNI CPU (batch 1): fp32 0.16-0.19 clips/s; dynamic
-# int8 on MatMul/Gemm 0.35 (per-tensor) / 0.37 (per-channel, but worse agreement); in another run (fp32 0.26),
+# Measured on s2d_small, T=16, random weights, an earlier 2-core AVX-512 VNNI CPU (batch 1): fp32 0.16-0.19 clips/s;
+# dynamic int8 on MatMul/Gemm 0.35 (per-tensor) / 0.37 (per-channel, but worse agreement); in another run (fp32 0.26),
 # per-channel int8 with Conv as well: 0.16 (dynamic) and 0.19 (static QDQ).
 INT8_OPS = ["MatMul", "Gemm"]
-# Weight quantisation of the dynamic int8 recipe; bench/bench_cpu_inference.py measures the alternatives side by side.
+# Weight quantisation of the dynamic int8 recipe. On the 2-core AVX2 EPYC (no VNNI), s2d_base T=16, batch 1, engines
+# interleaved per clip over 12 clips (bench/bench_cpu_inference.py, fitted head): per-tensor 0.342 clips/s, 11/12
+# top-1 agreement; per-channel + reduce_range (7-bit weights, the usual advice for AVX2's saturating u8 x s8 pair
+# sums) 0.345 clips/s, 10/12; PyTorch fp32 0.196, ORT fp32 0.215. Same speed, worse agreement: per-tensor stays.
 INT8_PER_CHANNEL = False
 INT8_REDUCE_RANGE = False
 
