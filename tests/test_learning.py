@@ -1,8 +1,10 @@
 """Learning, not just running: short CPU runs of the real model on the synthetic faces.
 
 The static stage of the demo recipe (tiny variant cut to 2 blocks, image model trained from scratch on aligned peak
-frames) must classify held-out synthetic faces far above chance. The TMA ablation used as the temporal control must be
-exactly order-invariant, and the full video model must not be.
+frames) must classify held-out synthetic faces far above chance. The model without TMAs and temporal embedding (the
+temporal control) must be exactly order-invariant, and the full video model must not be. The temporal-order learning
+figure itself is not asserted: from these static weights the short run reaches 90-100% on some seeds and stays at
+chance on others (training/demo.py, OrderRecipe).
 """
 
 from __future__ import annotations
@@ -10,19 +12,39 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import create_model
 from training.config import load_config
 from training.data.synthetic import EXPRESSIONS
-from training.demo import DemoRecipe, train_static
+from training.demo import DemoRecipe, OrderRecipe, train_order, train_static
 from training.train import build_model
+
+STATIC = DemoRecipe(static_per_class=24, static_steps=200, test_per_class=6)
+
+
+@pytest.fixture(scope="module")
+def static_stage():
+    torch.set_num_threads(2)
+    return train_static(STATIC)
 
 
 @pytest.mark.slow
-def test_static_model_learns_synthetic_expressions_far_above_chance():
-    recipe = DemoRecipe(static_per_class=24, static_steps=200, test_per_class=6)
-    _, metrics = train_static(recipe)
+def test_static_model_learns_synthetic_expressions_far_above_chance(static_stage):
+    _, metrics = static_stage
     chance = 1 / len(EXPRESSIONS)
     print(f"static stage: {metrics}")
-    assert metrics["static_test_accuracy"] >= 3.5 * chance, metrics  # 50% on 7 classes; ~85% with the full recipe
+    assert metrics["static_test_accuracy"] >= 3.5 * chance, metrics  # 50% on 7 classes; 76% measured
+
+
+def test_order_run_trains_both_models_and_the_ablation_ties_every_pair():
+    """The temporal-order run end to end on a few clips (not a learning figure: see OrderRecipe). Without TMAs and
+    temporal embedding a clip and its reversal get identical logits, so exactly one of each pair is right."""
+    torch.manual_seed(0)
+    static = create_model("s2d_tiny", image=True, num_classes=len(EXPRESSIONS), depth=2)
+    short = OrderRecipe(train_pairs=2, test_pairs=3, steps=2, batch=2)
+    _, video = train_order(STATIC, static, short)
+    _, ablation = train_order(STATIC, static, short, temporal=False)
+    assert 0.0 <= video["order_test_accuracy"] <= 1.0 and video["test_clips"] == 6
+    assert ablation["order-ablation_test_accuracy"] == 0.5, ablation
 
 
 @pytest.mark.parametrize("disable_tma", [False, True])

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from models import create_model
+from models import S2DNet, create_model
 from models.checkpoint import load_checkpoint, load_init_checkpoint, load_mobilefacenet_checkpoint, save_checkpoint
 
 from .config import TrainConfig
@@ -60,17 +60,23 @@ def build_model(cfg: TrainConfig, num_classes: int):
         model.landmark.load_mobilefacenet_state_dict(load_mobilefacenet_checkpoint(m.landmark))
     else:
         log.warning("no landmark checkpoint configured: the landmark network keeps random (frozen) weights")
-    if m.disable_tma:  # ablation without temporal modelling: no TMAs, and no frame positions for them to use
-        for block in model.s2d.prompt_blocks:
-            block.TMA = None
-        if model.s2d.temporal_embedding is not None:
-            model.s2d.temporal_embedding.data.zero_()
-            model.s2d.temporal_embedding.requires_grad_(False)
+    if m.disable_tma:
+        disable_temporal_modelling(model.s2d)
     if m.train_backbone:
         for name, param in model.s2d.named_parameters():
             param.requires_grad_(name != "pos_embed")
     model.set_grad_checkpointing(m.grad_checkpointing)
     return model
+
+
+def disable_temporal_modelling(net: S2DNet) -> None:
+    """The ablation without temporal modelling: no TMAs, and no frame positions for them to use (a zero, frozen
+    temporal embedding), so the clip becomes a bag of frames: the model is exactly invariant to frame order."""
+    for block in net.prompt_blocks:
+        block.TMA = None
+    if net.temporal_embedding is not None:
+        net.temporal_embedding.data.zero_()
+        net.temporal_embedding.requires_grad_(False)
 
 
 def build_criterion(cfg: TrainConfig, mixup: Mixup | None) -> nn.Module:
