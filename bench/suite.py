@@ -504,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = {name: vars(run_step(name, ctx, args.lock)) for name in names}
     report = {
         "suite": "s2d bench",
-        "command": command(),
+        # as the user typed it: `s2d bench ...` hands its arguments over, `python -m bench.suite` reads sys.argv
+        "command": command() if argv is None else " ".join(["s2d bench", *argv]),
         "machine": machine(),
         "size": ctx.size,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
