@@ -44,6 +44,24 @@ def test_lr_scaling_and_schedule_follow_the_released_formulas():
     assert schedule.step() == pytest.approx(0.7) and state == {"step_count": 10}
 
 
+def test_lr_scales_give_named_parameters_a_multiple_of_the_scheduled_lr():
+    cfg = load_config(None, ["optim.lr_scales.head=0.1", "optim.lr_scales.temporal_embedding=3"])
+    assert cfg.optim.lr_scales == {"head": 0.1, "temporal_embedding": 3.0}
+    model = create_model("s2d_tiny", num_frames=2, depth=1)
+    optimizer = build_optimizer(model, 1.0, 0.05, lr_scales=cfg.optim.lr_scales)
+    CosineSchedule(optimizer, total_steps=10, warmup_steps=1, base_lr=1.0, min_lr=0.0, warmup_lr=0.5).step()
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of["s2d.head.fc_cls.weight"] == (pytest.approx(0.05), 0.05)
+    assert lr_of["s2d.head.fc_cls.bias"] == (pytest.approx(0.05), 0.0)
+    assert lr_of["s2d.temporal_embedding"] == (pytest.approx(1.5), 0.0)
+    assert lr_of["s2d.ln_post.weight"] == (pytest.approx(0.5), 0.0)
+    with pytest.raises(ValueError, match="hed match no trainable parameter"):
+        build_optimizer(model, 1.0, 0.05, lr_scales={"hed": 2.0})
+    with pytest.raises(ValueError, match=r"optim\.lr_scales: 3 is not a valid dict"):
+        load_config(None, ["optim.lr_scales=3"])
+
+
 def test_uar_is_mean_recall_and_war_is_accuracy(tmp_path):
     labels = torch.tensor([0, 0, 0, 0, 1, 2, 2])
     preds = torch.tensor([0, 0, 0, 1, 1, 0, 2])

@@ -66,6 +66,7 @@ class OptimSection:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float | None = None
+    lr_scales: dict[str, float] = field(default_factory=dict)  # name fragment -> lr multiple, e.g. {head: 0.1}
     precision: str = "fp16"  # fp16 (CUDA, with loss scaling), bf16 or fp32
 
 
@@ -163,6 +164,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     try:
         if typing.get_origin(target) is tuple:
             return tuple(float(v) for v in value)
+        if typing.get_origin(target) is dict:
+            return {str(k): float(v) for k, v in value.items()}
         if target is bool:
             if isinstance(value, bool):
                 return value
@@ -170,7 +173,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if target is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return target(value)
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         raise ValueError(f"config key {key}: {value!r} is not a valid {getattr(target, '__name__', target)}") from None
 
 

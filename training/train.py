@@ -156,7 +156,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ValueError(f"the training split ({len(splits.train)} samples) is smaller than one batch of {total_batch}")
-    optimizer = build_optimizer(model, scaled_lr(o.lr, total_batch), o.weight_decay, o.betas)
+    optimizer = build_optimizer(model, scaled_lr(o.lr, total_batch), o.weight_decay, o.betas, o.lr_scales)
     schedule = CosineSchedule(
         optimizer,
         total_steps=o.epochs * steps_per_epoch,
