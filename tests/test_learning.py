@@ -18,7 +18,7 @@ from training.data.synthetic import EXPRESSIONS
 from training.demo import DemoRecipe, OrderRecipe, train_order, train_static
 from training.train import build_model
 
-STATIC = DemoRecipe(static_per_class=24, static_steps=200, test_per_class=6)
+STATIC = DemoRecipe(static_per_class=24, static_steps=400, test_per_class=6)  # see OrderRecipe: 200 is too few
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_static_model_learns_synthetic_expressions_far_above_chance(static_stage
     _, metrics = static_stage
     chance = 1 / len(EXPRESSIONS)
     print(f"static stage: {metrics}")
-    assert metrics["static_test_accuracy"] >= 3.5 * chance, metrics  # 50% on 7 classes; 76% measured
+    assert metrics["static_test_accuracy"] >= 5 * chance, metrics  # 71% on 7 classes; seeds 0-3: 81-98%
 
 
 @pytest.mark.slow

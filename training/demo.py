@@ -175,10 +175,13 @@ class OrderRecipe:
     noise for this label) before that signal grows, and about half the runs stayed at chance. Hence `lr_scales`:
     head and ln_post at 0.1x, the temporal embedding at 10x.
 
-    Measured with `train_order` from the 200-step static stage (76% on expressions), 24 held-out pairs, 100 steps:
-    seeds 0-4 -> 97.9, 97.9, 100, 93.8, 97.9%. At one shared lr: 89.6% and 50% (seeds 0, 1; 150 steps). With
-    {head, ln_post: 0.1, temporal_embedding: 3}: 91.7, 97.9% (seeds 0, 1). Six expressions with these scales
-    (scratch script, 150 steps): 71%, still climbing.
+    Measured with `train_order`, 24 held-out pairs, 100 steps, from a static stage of 24 images per class:
+    - 400 static steps (81-98% on expressions, seeds 0-3): 100, 97.9, 100, 97.9% (seeds 0-3, each its own static);
+    - from one 200-step static stage (76%), order seeds 0-4: 97.9, 97.9, 100, 93.8, 97.9%; but from the 200-step
+      stages of seeds 1 and 2 (50%, 62%) only 54% and 65%: the order is read off expression features, so the run
+      needs a static stage that tells the expressions apart;
+    - at one shared lr: 89.6% and 50% (seeds 0, 1; 150 steps); with {head, ln_post: 0.1, temporal_embedding: 3}:
+      91.7, 97.9% (seeds 0, 1); six expressions with these scales (scratch script, 150 steps): 71%, still climbing.
     """
 
     expression: str = "happy"
