@@ -96,8 +96,8 @@ def run_script(
 @contextlib.contextmanager
 def server(ctx: Context, store: Path | None = None, model: str | None = None, **settings) -> Iterator[tuple[str, str]]:
     """A real service process on a free loopback port serving one model (torch blocked in it); yields (url, model)."""
+    from bench.server import running_server
     from s2d.store import ModelStore
-    from tests.service_helpers import running_server
 
     store = ModelStore(store or ctx.store)
     if not store.list():

@@ -30,8 +30,9 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.server import REPO, free_port, running_server
 from service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
-from tests.service_helpers import REPO, TEST_MODEL, build_store, free_port, make_video, running_server
+from tests.service_helpers import TEST_MODEL, build_store, make_video
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

@@ -13,14 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.server import REPO, running_server
 from tests.service_helpers import (
-    REPO,
     TEST_CLASSES,
     TEST_MODEL,
     build_store,
     make_audio_only,
     make_video,
-    running_server,
 )
 
 API_KEY = "test-key-123"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.server import running_server
 from s2d.store import ModelStore
-from tests.service_helpers import running_server
 from tests.test_service import classify
 
 FPS = 16

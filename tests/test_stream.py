@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from bench.server import running_server
 from service.smoothing import EmaSmoother, Hysteresis
 from service.streams import Outbox, ProtocolError, image_size, pack_frame
-from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store, running_server
+from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
 
 API_KEY = "stream-key-1"

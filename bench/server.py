@@ -1,0 +1,94 @@
+"""A real service process for tests and benchmarks: `service.server.serve()` in a subprocess on a free loopback port.
+
+`import torch` is made to fail in that process, so every request it serves proves the serving path never imports
+torch. Settings become `S2D_*` environment variables, exactly as a user would set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+# sys.modules[name] = None makes `import name` raise ImportError.
+_BOOT = "import sys; sys.modules['torch'] = None; from service.server import serve; serve()"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A real `service.server.serve()` in a subprocess on loopback (torch blocked), with its log file."""
+
+    def __init__(self, store: Path, api_key: str | None = None, **settings):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_key = api_key
+        env = {k: v for k, v in os.environ.items() if not k.startswith("S2D_")}
+        env.update({"S2D_MODEL_STORE": str(store), "S2D_PORT": str(self.port), "S2D_LOG_FORMAT": "json"})
+        if api_key:
+            env["S2D_API_KEY"] = api_key
+        for key, value in settings.items():
+            env[f"S2D_{key.upper()}"] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+        env["PYTHONPATH"] = str(REPO)
+        self.log = Path(tempfile.mkstemp(prefix="s2d-server-", suffix=".log")[1])
+        self._log_handle = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT], cwd=REPO, env=env, stdout=self._log_handle, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_handle.close()
+
+
+@contextlib.contextmanager
+def running_server(store: Path, **settings) -> Iterator[Server]:
+    server = Server(store, **settings)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        server.log.unlink(missing_ok=True)
