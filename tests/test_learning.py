@@ -36,13 +36,15 @@ def test_static_model_learns_synthetic_expressions_far_above_chance(static_stage
 
 
 @pytest.mark.slow
-def test_video_model_learns_temporal_order_and_the_ablation_stays_at_chance(static_stage):
+def test_video_model_learns_temporal_order_and_without_tmas_it_is_at_chance(static_stage):
+    """The model without TMAs and temporal embedding is exactly order-invariant, so on clip/reversal pairs it is at
+    exactly 50% whatever its weights: training it (the fast test below) cannot move it, and here the trained video
+    model's own weights, with temporal modelling removed, fall to 50%."""
     static, _ = static_stage
     _, video = train_order(STATIC, static)
-    _, ablation = train_order(STATIC, static, temporal=False)
-    print(f"temporal order: {video}, ablation: {ablation}")
+    print(f"temporal order: {video}")
     assert video["order_test_accuracy"] >= 0.9, video  # 24 held-out pairs; figures over seeds in OrderRecipe
-    assert ablation["order-ablation_test_accuracy"] == 0.5, ablation
+    assert video["order_ablated_test_accuracy"] == 0.5, video
 
 
 def test_order_run_trains_both_models_and_the_ablation_ties_every_pair():
