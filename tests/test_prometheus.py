@@ -9,7 +9,6 @@ asks Prometheus' HTTP API for every expression in `docker/grafana/dashboards/s2d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.server import REPO, free_port, running_server
+from bench.server import REPO, free_port, running_server, wait_until_ready
 from service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 
@@ -94,15 +93,7 @@ class Prometheus:
         self.log_path = workdir / "prometheus.log"
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready after {timeout} s:\n{self.log_path.read_text()}")
+        wait_until_ready(f"{self.url}/-/ready", self.process, self.log_path.read_text, timeout, "prometheus")
 
     def query(self, expr: str) -> list[dict]:
         response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
