@@ -44,6 +44,17 @@ def wait_until_ready(url: str, process: subprocess.Popen, logs: Callable[[], str
     raise TimeoutError(f"{name} not ready after {timeout} s:\n{logs()}")
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still running after `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Server:
     """A real `service.server.serve()` in a subprocess on loopback (torch blocked), with its log file."""
 
@@ -78,13 +89,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self._log_handle.close()
 
 

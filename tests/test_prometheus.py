@@ -29,7 +29,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.server import REPO, free_port, running_server, wait_until_ready
+from bench.server import REPO, free_port, running_server, stop_process, wait_until_ready
 from service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 
@@ -109,12 +109,7 @@ class Prometheus:
         return httpx.get(f"{self.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=10)
         self.log.close()
 
 

@@ -177,7 +177,8 @@ class OrderRecipe:
     head and ln_post at 0.1x, the temporal embedding at 10x.
 
     Measured with `train_order`, 24 held-out pairs, 100 steps, from a static stage of 24 images per class:
-    - 400 static steps (81-98% on expressions, seeds 0-3): 100, 97.9, 100, 97.9% (seeds 0-3, each its own static);
+    - 400 static steps (81-98% on expressions, seeds 0-3): 100, 97.9, 100, 97.9% (seeds 0-3, each its own static;
+      1 thread: with 2, as in tests/test_learning.py, seed 0 gives 97.9%);
     - from one 200-step static stage (76%), order seeds 0-4: 97.9, 97.9, 100, 93.8, 97.9%; but from the 200-step
       stages of seeds 1 and 2 (50%, 62%) only 54% and 65%: the order is read off expression features, so the run
       needs a static stage that tells the expressions apart;
