@@ -64,8 +64,16 @@ class BatchResult:
 
 
 class Batcher:
-    def __init__(self, model: OnnxClassifier, max_batch: int = 8, max_wait_ms: float = 10.0, queue_size: int = 64):
+    def __init__(
+        self,
+        model: OnnxClassifier,
+        max_batch: int = 8,
+        max_wait_ms: float = 10.0,
+        queue_size: int = 64,
+        extra_delay_ms: float = 0.0,
+    ):
         self.model = model
+        self.extra_delay = extra_delay_ms / 1000  # fault injection (settings.fault_inference_delay_ms)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue_size = queue_size
@@ -234,4 +242,6 @@ class Batcher:
                     )
 
     def _run(self, batch: list[_Item]) -> ModelOutput:
+        if self.extra_delay:
+            time.sleep(self.extra_delay)
         return self.model.run(np.stack([item.frames for item in batch]))

@@ -63,7 +63,9 @@ class ModelRegistry:
             stored = self.store.get(name)
             variant = choose_variant(stored, s.variant, s.providers)
             classifier = OnnxClassifier(stored, variant, s.providers, s.device_id, s.intra_op_threads)
-            batcher = Batcher(classifier, s.max_batch, s.max_wait_ms, s.queue_size)
+            batcher = Batcher(
+                classifier, s.max_batch, s.max_wait_ms, s.queue_size, extra_delay_ms=s.fault_inference_delay_ms
+            )
             self.models[name] = LoadedModel(stored, classifier, batcher)
             metrics.MODEL_INFO.labels(
                 name,

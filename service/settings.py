@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     stream_send_timeout_s: float = Field(10.0, gt=0, description="a client not reading for this long is closed")
     stream_window_deadline_s: float = Field(5.0, gt=0, description="a window not classified by then is dropped")
 
+    # Fault injection, for tests and drills (0 = off): slowness forced deterministically, never hoped for.
+    fault_inference_delay_ms: float = Field(0.0, ge=0, description="extra time every inference call takes")
+    fault_frame_delay_ms: float = Field(0.0, ge=0, description="extra time every live-stream frame takes to process")
+
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -325,6 +325,7 @@ class StreamConfig:
     idle_timeout_s: float
     detector: str | None
     detect_every: int
+    extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
 
 
 @dataclass
@@ -470,7 +471,8 @@ class LiveStream:
     # ---- processing ------------------------------------------------------------------------------------------------
     def _process(self, frame: FrameMessage) -> _Processed:
         """In a pipeline thread: swap in the newest waiting frame, decode it, find faces, cut windows."""
-
+        if self.config.extra_frame_delay_s:
+            time.sleep(self.config.extra_frame_delay_s)
         skipped = 0
         if not self.frames.ended:  # after `end` every buffered frame is classified, in order
             newer, skipped = self.frames.take_newer()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -57,13 +58,33 @@ def test_clips_from_separate_submits_share_a_batch_and_match_batch_one(classifie
         np.testing.assert_allclose(result.probs[0], classifier.run(clips(1, seed=i)).probs[0], atol=1e-5)
 
 
+class GatedClassifier:
+    """The real classifier behind a gate: `run` waits until the test opens it, so the worker is busy for as long as
+    the test needs, on a machine of any speed."""
+
+    def __init__(self, classifier: OnnxClassifier):
+        self.classifier = classifier
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.classifier, name)
+
+    def run(self, frames):
+        self.entered.set()
+        self.gate.wait(30)
+        return self.classifier.run(frames)
+
+
 def test_full_queue_refuses_and_cancelled_clips_are_dropped(classifier):
+    gated = GatedClassifier(classifier)
+
     async def main():
-        batcher = Batcher(classifier, max_batch=1, max_wait_ms=0, queue_size=2)
+        batcher = Batcher(gated, max_batch=1, max_wait_ms=0, queue_size=2)
         batcher.start()
         try:
-            first = asyncio.ensure_future(batcher.submit(clips(1)))  # taken by the worker at once
-            await asyncio.sleep(0.01)
+            first = asyncio.ensure_future(batcher.submit(clips(1)))  # taken by the worker, held at the gate
+            await asyncio.get_running_loop().run_in_executor(None, gated.entered.wait, 30)
             waiting = asyncio.ensure_future(batcher.submit(clips(2, seed=1)))  # fills the queue
             await asyncio.sleep(0)
             with pytest.raises(BusyError) as busy:
@@ -72,6 +93,7 @@ def test_full_queue_refuses_and_cancelled_clips_are_dropped(classifier):
             waiting.cancel()  # its client went away: both clips leave the queue
             await asyncio.sleep(0)
             assert batcher.pending == 0
+            gated.gate.set()
             late = await batcher.submit(clips(1, seed=3), wait_for_space=True)
             with pytest.raises(DeadlineError):
                 await batcher.submit(clips(1, seed=4), deadline=time.monotonic() - 1)

@@ -58,6 +58,7 @@ def _config(settings) -> StreamConfig:
         idle_timeout_s=settings.stream_idle_timeout_s,
         detector=settings.detector,
         detect_every=settings.detect_every,
+        extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
     )
 
 
