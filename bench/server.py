@@ -88,6 +88,16 @@ class Server:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def records(self, since: int = 0) -> list[dict]:
+        """The JSON log records written after the first `since` characters of the log (`len(server.logs())`)."""
+        out = []
+        for line in self.logs()[since:].splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
     def stop(self) -> None:
         stop_process(self.process, timeout=15)
         self._log_handle.close()

@@ -339,6 +339,25 @@ def test_stream_limit_idle_timeout_and_message_size(server):
     again.close()
 
 
+def test_clients_that_leave_at_once_are_logged_once_at_info_without_a_traceback(server):
+    since = len(server.logs())
+
+    def gone() -> list[dict]:
+        return [r for r in server.records(since) if r["message"].startswith("stream client disconnected")]
+
+    for i in range(20):  # one at a time, so the stream limit never refuses one of them
+        c = client(server, mode="aligned")
+        c.ws.send(json.dumps({"type": "hello", "mode": "aligned"}))
+        c.close()
+        deadline = time.monotonic() + 10
+        while len(gone()) <= i and time.monotonic() < deadline:
+            time.sleep(0.02)
+    log = server.logs()[since:]
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
+    lines = gone()
+    assert len(lines) == 20 and {r["level"] for r in lines} == {"info"}, lines
+
+
 def test_ping_and_stats_heartbeat(server):
     c = client(server, mode="aligned", stats_interval_s=0.2)
     c.start()

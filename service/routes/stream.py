@@ -89,10 +89,14 @@ async def stream(ws: WebSocket) -> None:
             streams = open_streams(ws.app)
             streams.add(live)
             try:
+                await ws.send_text(dumps(live.ready_event()))
                 await _run(ws, live, settings.stream_idle_timeout_s)
             finally:
                 streams.discard(live)
                 live.release()
+    except WebSocketDisconnect as gone:
+        # A client going away is normal, whenever it happens (before the hello, after it, mid-stream): one line.
+        log.info("stream client disconnected (close code %s)", gone.code, extra={"close_code": gone.code})
     finally:
         state.active_streams -= 1
         metrics.ACTIVE_STREAMS.dec()
@@ -145,8 +149,7 @@ async def _start(ws: WebSocket, settings) -> LiveStream | None:
     except TimeoutError:
         await _refuse(ws, CLOSE_GOING_AWAY, "idle timeout: no hello", "idle_timeout")
         return None
-    if message["type"] == "websocket.disconnect":
-        return None
+    _raise_if_gone(message)
     text = message.get("text")
     try:
         if text is None:
@@ -166,9 +169,12 @@ async def _start(ws: WebSocket, settings) -> LiveStream | None:
     except (UnknownModelError, ServiceError) as err:
         await _refuse(ws, CLOSE_POLICY, err.message, err.code)
         return None
-    live = LiveStream(hello, model, window_s, hop_s, _config(settings), ws.app.state.pipeline_executor)
-    await ws.send_text(dumps(live.ready_event()))
-    return live
+    return LiveStream(hello, model, window_s, hop_s, _config(settings), ws.app.state.pipeline_executor)
+
+
+def _raise_if_gone(message: dict) -> None:
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1005))
 
 
 async def _run(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
@@ -181,14 +187,15 @@ async def _run(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
     receiver, processor, sender, _ = tasks
     waiting = {receiver, processor, sender}
     try:
-        # Over when the sender has closed the socket (end, idle, slow reader) or the client is gone.
+        # Over when the sender has closed the socket (end, idle, slow reader) or the client is gone (the receiver
+        # or the sender raises WebSocketDisconnect, which the endpoint logs).
         while sender in waiting:
             done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is not None:
                     raise task.exception()
-            if receiver in done and not receiver.result():
-                break  # disconnected
+    except WebSocketDisconnect:
+        raise
     except Exception:
         log.exception("stream failed")
         with contextlib.suppress(Exception):
@@ -199,17 +206,16 @@ async def _run(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
             await drain_task(task)
 
 
-async def _receive(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> bool:
-    """Read messages until end / idle timeout (returns True: the sender closes) or a disconnect (returns False)."""
+async def _receive(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
+    """Read messages until end / idle timeout (then the sender closes); a disconnect raises WebSocketDisconnect."""
     while True:
         try:
             message = await asyncio.wait_for(ws.receive(), idle_timeout_s)
         except TimeoutError:
             live.error("idle_timeout", f"no message for {idle_timeout_s:g} s", fatal=True)
             live.outbox.close(CLOSE_GOING_AWAY, "idle timeout")
-            return True
-        if message["type"] == "websocket.disconnect":
-            return False
+            return
+        _raise_if_gone(message)
         if (data := message.get("bytes")) is not None:
             live.on_frame(data, time.monotonic())
             continue
@@ -220,7 +226,7 @@ async def _receive(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> bo
             kind = None
         if kind == "end":
             live.frames.end()
-            return True
+            return
         if kind == "ping":
             live.outbox.put({"type": "pong", "t": control.get("t")})
         else:
@@ -240,8 +246,10 @@ async def _send(ws: WebSocket, live: LiveStream) -> None:
         log.warning("stream closed: the client did not read for %.0f s", timeout)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(CLOSE_POLICY, "slow reader"), 1)
-    except (WebSocketDisconnect, OSError, RuntimeError):
-        return  # the client is gone (RuntimeError: Starlette refuses to send on a closed socket)
+    except (WebSocketDisconnect, OSError) as gone:
+        raise WebSocketDisconnect(getattr(gone, "code", 1006)) from None  # the client is gone
+    except RuntimeError:
+        return  # Starlette refuses to send once the socket is closed: it was closed on purpose already
 
 
 async def _tick(live: LiveStream) -> None:
