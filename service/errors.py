@@ -66,6 +66,9 @@ class InvalidParametersError(ServiceError):
 
 
 class NoFramesError(ServiceError):
+    """An input with no frame at all (a frame folder without images). A video in which no face is found is not an
+    error: it is answered with no persons and a note."""
+
     status, code = 422, "no_frames"
 
 
@@ -117,7 +120,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "no such model (code: unknown_model)",
         413: "upload, video duration or frame size over the limits (code: too_large)",
         415: "not a video format the service reads (code: unsupported_media)",
-        422: "invalid parameters (codes: invalid_parameters, no_frames)",
+        422: "invalid parameters (code: invalid_parameters)",
         429: "busy: the inference queue or the request limit is full; see Retry-After (code: busy)",
         503: "models not loaded and warmed up yet (code: not_ready)",
         504: "the request ran past its deadline (code: timeout)",

@@ -338,8 +338,6 @@ async def analyse_video(
     collected = await _classify_windows(model, windows, executor, max_inflight=2 * model.batcher.max_batch)
     metrics.FRAMES.labels("classify").inc(stats.frames)
     metrics.FACES.labels("classify").inc(stats.faces)
-    if not collected.windows:
-        raise NoFramesError("the video has no frames" if options.mode == "aligned" else "no face found in the video")
     info = stats.info.model_copy(update={"frames_decoded": stats.frames, "faces_detected": stats.faces})
     classifier = model.classifier
     return ClassifyResponse(
@@ -362,7 +360,15 @@ async def analyse_video(
             total=time.perf_counter() - started,
         ),
         options=options.model_dump(exclude_none=True),
+        notes=_notes(stats, collected),
     )
+
+
+def _notes(stats: Stats, collected: _Collected) -> list[str]:
+    """A decodable video in which nobody is found is an answer (no persons), said in words; not an error. (Every
+    face found makes a window, a short track a padded one, and a video with no decodable frame is refused by the
+    decoder, so no windows means no face.)"""
+    return [] if collected.windows else [f"no face was found in {stats.frames} frames"]
 
 
 __all__ = ["Limits", "Window", "analyse_video", "build_persons", "resolve_window"]

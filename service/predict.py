@@ -49,9 +49,13 @@ def plot_timeline(result: ClassifyResponse, path: Path) -> Path:
             "the JSON result was written without it"
         ) from err
     persons = result.persons
-    fig, axes = plt.subplots(len(persons), 1, figsize=(10, 2.6 * len(persons)), squeeze=False, sharex=True)
+    rows = max(len(persons), 1)  # no persons (no face found): one empty panel that says so
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), squeeze=False, sharex=True)
+    if not persons:
+        axes[0, 0].text(0.5, 0.5, "; ".join(result.notes) or "no persons", ha="center", va="center")
+        axes[0, 0].set_axis_off()
     classes = list(persons[0].windows[0].probs) if persons else []
-    for ax, person in zip(axes[:, 0], persons, strict=True):
+    for ax, person in zip(axes[: len(persons), 0], persons, strict=True):
         t = [(w.t_start + w.t_end) / 2 for w in person.windows]
         for c in classes:
             key = "smoothed" if person.windows[0].smoothed is not None else "raw"

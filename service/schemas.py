@@ -69,7 +69,9 @@ class VideoInfo(BaseModel):
     codec: str | None = None
     rotation: int = 0
     frames_decoded: int = 0
-    faces_detected: int = 0
+    faces_detected: int = Field(
+        0, description="faces found, summed over the frames (faces mode; 0 in aligned mode); 0: no persons, no error"
+    )
 
 
 class ModelRef(BaseModel):
@@ -106,6 +108,11 @@ class ClassifyResponse(BaseModel):
     persons: list[Person]
     timings: Timings
     options: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what a client should know about an answer that is not an error, e.g. that no face was found",
+        examples=[["no face was found in 24 frames"]],
+    )
 
 
 class ModelsResponse(BaseModel):

@@ -40,6 +40,15 @@ def test_predict_writes_json_timeline_and_annotated_video(store, tmp_path):
     assert "person" in result.stdout
 
 
+def test_predict_a_video_without_faces_answers_no_persons_with_a_note(store, tmp_path):
+    blank = make_video(tmp_path / "blank.mp4", seconds=0.5, fps=8, size=(240, 320))
+    result = s2d("predict", str(blank), "--store", str(store), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    body = json.loads((tmp_path / "out" / "blank.json").read_text())
+    assert body["persons"] == [] and body["notes"] == ["no face was found in 4 frames"]
+    assert (tmp_path / "out" / "blank_timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_predict_aligned_frame_folder_and_errors(store, tmp_path):
     folder = tmp_path / "clip"
     folder.mkdir()

@@ -57,6 +57,7 @@ _EXAMPLE = {
     }],
     "timings": {"upload": 0.01, "decode": 0.12, "faces": 0.3, "queue": 0.004, "inference": 0.2, "total": 0.55},
     "options": {"mode": "faces", "smoothing": "none", "ema_alpha": 0.5},
+    "notes": [],
 }  # fmt: skip
 
 
