@@ -7,6 +7,9 @@ PyAV (FFmpeg) reads mp4, mov, mkv, webm, avi, animated GIF/WebP and still images
 - Rotation metadata (the display matrix phones write instead of rotating pixels) is applied, so faces are upright.
 - Decoding streams: `iter_frames` is a generator holding one decoded frame at a time, so memory is bounded by what the
   caller keeps (the face windows), not by the length of the video.
+- Frame sizes are checked before any frame is decoded, so a small file claiming a huge image costs nothing: from
+  the image header (PNG, JPEG, WebP, GIF: `image_size`, which live-stream frames use too) before FFmpeg opens the
+  file, then from the codec parameters of the video stream.
 - Anything that cannot be used raises a `MediaError` subclass with a stable `code` and the HTTP status the API answers
   with: `UndecodableMediaError` (400), `UnsupportedMediaError` (415), `MediaTooLargeError` (413).
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,14 +116,64 @@ class Frame:
 # ---------------------------------------------------------------------------------------------------------------------
 # Public API
 
+# How much of a file the image header reader looks at: a JPEG's frame header follows its APP segments (EXIF, XMP,
+# ICC profile; 64 KiB each at most), usually in the first few KiB.
+HEAD_BYTES = 256 * 1024
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG, WebP or GIF image, or None when `data` does not start one
+    (another format, or too short to tell). Read before decoding, so that a small file claiming a huge image is
+    refused without allocating it: uploads (`probe`, `iter_frames`) and live-stream frames use it."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:  # the logical screen: the canvas FFmpeg allocates
+        return struct.unpack("<HH", data[6:10])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp_size(data)
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """From the first start-of-frame marker, walking the segments before it."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:  # no length field
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
 
 def probe(source: Source, *, filename: str | None = None, limits: MediaLimits | None = None) -> MediaInfo:
     """Read the container headers of a file (path or binary file object) and check them against `limits`."""
     limits = limits or MediaLimits()
-    with _open(source, filename, limits) as container:
-        stream = _video_stream(container)
+    container, stream = _open_video(source, filename, limits)
+    with container:
         info = _info(container, stream, _first_frame_rotation(container, stream))
-    _check_size(info.width, info.height, limits)
     if info.duration_s is not None and info.duration_s > limits.max_duration_s:
         raise MediaTooLargeError(
             f"the video lasts {info.duration_s:.1f} s; the limit is {limits.max_duration_s:.0f} s", reason="duration"
@@ -142,10 +196,9 @@ def iter_frames(
     yielded (a truncated file) still raise `UndecodableMediaError`: nothing is dropped silently.
     """
     limits = limits or MediaLimits()
-    with _open(source, filename, limits) as container:
-        stream = _video_stream(container)
+    container, stream = _open_video(source, filename, limits)
+    with container:
         info = _info(container, stream, rotation=0)  # per-frame rotation is applied in _decode
-        _check_size(info.width, info.height, limits)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
@@ -171,6 +224,10 @@ def _open(source: Source, filename: str | None, limits: MediaLimits) -> av.conta
         raise UndecodableMediaError("the file is empty (0 bytes)", reason="zero_bytes")
     if size is not None and limits.max_bytes is not None and size > limits.max_bytes:
         raise MediaTooLargeError(f"the file has {size} bytes; the limit is {limits.max_bytes}", reason="bytes")
+    # Before FFmpeg sees the file: opening it probes the stream, which decodes a whole PNG or WebP frame, so a small
+    # file that claims a huge image would be allocated before its size is known.
+    if (header := image_size(_head(source))) is not None:
+        check_size(*header, limits)
     try:
         target = os.fspath(source) if isinstance(source, str | os.PathLike) else source
         return av.open(target, mode="r", metadata_errors="ignore")
@@ -190,6 +247,35 @@ def _size_of(source: Source) -> int | None:
         return end - pos
     except (AttributeError, OSError, ValueError):
         return None  # a pipe: unknown size
+
+
+def _head(source: Source) -> bytes:
+    """The first HEAD_BYTES of a path or a seekable file object (its position left where it was)."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return f.read(HEAD_BYTES)
+    try:
+        pos = source.tell()
+        head = source.read(HEAD_BYTES)
+        source.seek(pos)
+        return head
+    except (AttributeError, OSError, ValueError):
+        return b""  # a pipe: FFmpeg's codec parameters are the only check before decoding
+
+
+def _open_video(
+    source: Source, filename: str | None, limits: MediaLimits
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The open container and its first video stream, its frame size (from the codec parameters, which FFmpeg
+    reads from the container and stream headers) checked before any frame is decoded."""
+    container = _open(source, filename, limits)
+    try:
+        stream = _video_stream(container)
+        check_size(stream.codec_context.width, stream.codec_context.height, limits)
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -247,7 +333,9 @@ def _rotate(image: np.ndarray, ccw_degrees: int) -> np.ndarray:
     return image
 
 
-def _check_size(width: int, height: int, limits: MediaLimits) -> None:
+def check_size(width: int, height: int, limits: MediaLimits) -> None:
+    """Refuse a frame size over `limits.max_pixels` (413) or under `limits.min_side` (415). Rotation changes
+    neither, so the stored (unrotated) size is checked."""
     if width <= 0 or height <= 0:
         return  # unknown before the first frame: checked again per frame
     if width * height > limits.max_pixels:
@@ -286,7 +374,7 @@ def _decode(
             rotation = _quarter(frame.rotation) if frame.rotation else info.rotation
             if max_fps is None or t - t_kept >= 1.0 / max_fps - 1e-6:
                 w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
-                _check_size(w, h, limits)
+                check_size(w, h, limits)
                 image = _rotate(frame.to_ndarray(format="rgb24"), rotation)
                 t_kept = t
                 yield Frame(index=index, t=t, image=image)

@@ -150,48 +150,20 @@ def pack_frame(image: bytes, ts_ms: float, seq: int) -> bytes:
     return HEADER.pack(MAGIC, ts_ms, seq) + image
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG, PNG or WebP header, read before decoding so a tiny file that claims a huge
-    image is refused without allocating it."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            w, h = struct.unpack("<HH", data[26:30])
-            return w & 0x3FFF, h & 0x3FFF
-        if chunk == b"VP8L":
-            bits = int.from_bytes(data[21:25], "little")
-            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:  # no length field
-                i += 1 if marker == 0xFF else 2
-                continue
-            length = int.from_bytes(data[i + 2 : i + 4], "big")
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return w, h
-            i += 2 + length
-    raise ProtocolError("undecodable", "a frame must be a JPEG, PNG or WebP image")
-
-
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit."""
+    """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
+    checked from the image header before decoding (service.media, as for uploads)."""
     import cv2
 
-    w, h = image_size(data)
-    if w * h > max_pixels:
-        raise ProtocolError("too_large", f"frame of {w}x{h} pixels; the limit is {max_pixels} pixels")
-    if min(w, h) < 32:
-        raise ProtocolError("unsupported_media", f"frame of {w}x{h} pixels; at least 32 a side")
+    from service.media import MediaError, MediaLimits, check_size, image_size
+
+    size = image_size(data)
+    if size is None:
+        raise ProtocolError("undecodable", "a frame must be a JPEG, PNG or WebP image")
+    try:
+        check_size(*size, MediaLimits(max_pixels=max_pixels))
+    except MediaError as err:  # the same stable codes: too_large, unsupported_media
+        raise ProtocolError(err.code, str(err)) from None
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ProtocolError("undecodable", "the frame image could not be decoded")

@@ -17,6 +17,7 @@ from service.media import (
     MediaTooLargeError,
     UndecodableMediaError,
     UnsupportedMediaError,
+    image_size,
     iter_frames,
     probe,
 )
@@ -146,6 +147,38 @@ def test_8k_frame_is_too_large(tmp_path):
     assert err.code == "too_large" and err.http_status == 413
     # The limit is a parameter.
     assert probe(tmp_path / "8k.png", limits=MediaLimits(max_pixels=8000 * 5000)).width == 7680
+
+
+def _encoded(fmt: str, size: tuple[int, int] = (53, 37), **options) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    translucent = options.pop("alpha", False)  # a WebP with alpha is written in the extended (VP8X) layout
+    Image.new("RGBA" if translucent else "RGB", size, (90, 20, 200, 128)).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("PNG", {}),
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True, "exif": b"Exif\x00\x00" + b"\x00" * 30_000}),  # frame header after 30 KB
+        ("WEBP", {}),  # lossy: VP8
+        ("WEBP", {"lossless": True}),  # VP8L
+        ("WEBP", {"alpha": True}),  # extended: VP8X
+        ("GIF", {}),
+    ],
+    ids=["png", "jpeg", "jpeg-progressive-exif", "webp-vp8", "webp-vp8l", "webp-vp8x", "gif"],
+)
+def test_image_size_reads_each_format_header(fmt, options):
+    assert image_size(_encoded(fmt, **options)) == (53, 37)
+
+
+def test_image_size_does_not_guess():
+    assert image_size(b"not an image at all") is None
+    assert image_size(b"\xff\xd8" + b"\x00" * 500) is None  # a JPEG start, no frame header
+    assert image_size(b"\x89PNG\r\n\x1a\n") is None  # too short to tell
 
 
 def test_duration_limit(tmp_path):

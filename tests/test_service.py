@@ -212,6 +212,38 @@ def test_bad_media_gives_typed_errors_and_the_server_keeps_serving(server, video
     assert list(upload_dir.iterdir()) == []
 
 
+def _status_mib(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc/PID/status (VmRSS: now, VmHWM: the peak), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def test_image_bombs_are_refused_from_their_header_without_decoding(server, tmp_path):
+    from PIL import Image
+
+    bombs = []  # 12000x12000 (144 MP) in 0.1-1.7 MB: decoded, each would take 144-576 MB
+    for ext in ("png", "gif", "jpg"):
+        Image.new("L", (12000, 12000)).save(tmp_path / f"bomb.{ext}")
+        bombs.append(tmp_path / f"bomb.{ext}")
+    pid = server.process.pid
+    idle = _status_mib(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+
+    def send(i: int) -> httpx.Response:
+        with server.client() as c:
+            return classify(c, bombs[i % len(bombs)])
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(8)))
+    peak, after = _status_mib(pid, "VmHWM"), _status_mib(pid, "VmRSS")
+    print(f"8 image bombs at once: RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB")
+    for response in responses:
+        assert "12000x12000" in assert_error(response, 413, "too_large")["error"]["message"]
+    assert peak - idle < 40, (idle, peak, after)
+
+
 def test_sixteen_concurrent_uploads_are_batched_and_match_one_at_a_time(server, videos):
     clips = [videos[f"clip{i}"] for i in range(16)]
     with server.client() as client:

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from bench.server import running_server
 from service.smoothing import EmaSmoother, Hysteresis
-from service.streams import Outbox, ProtocolError, image_size, pack_frame
+from service.streams import Outbox, ProtocolError, decode_image, pack_frame
 from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
 
@@ -226,13 +226,13 @@ def test_outbox_drops_droppable_events_first():
 # Malformed messages and limits
 
 
-def test_image_size_reads_headers():
-    img = np.zeros((37, 53, 3), np.uint8)
-    for ext in (".jpg", ".png", ".webp"):
-        ok, buf = cv2.imencode(ext, img)
-        assert ok and image_size(buf.tobytes()) == (53, 37), ext
-    with pytest.raises(ProtocolError):
-        image_size(b"GIF89a....")
+def test_stream_frames_are_checked_by_the_shared_image_header_reader():
+    ok, png = cv2.imencode(".png", np.zeros((37, 53, 3), np.uint8))
+    assert ok and decode_image(png.tobytes(), 53 * 37).shape == (37, 53, 3)
+    for data, code in [(png.tobytes(), "too_large"), (b"not an image", "undecodable")]:
+        with pytest.raises(ProtocolError) as info:
+            decode_image(data, 53 * 37 - 1)
+        assert info.value.code == code
 
 
 def test_malformed_messages_get_errors_and_do_not_affect_other_streams(server):
