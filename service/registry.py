@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from s2d.store import ModelStore, StoredModel
+from s2d.store import ModelStore, StoredModel, preferred
 from service import metrics
 from service.batcher import Batcher
 from service.engine import OnnxClassifier, check_providers, choose_variant
@@ -26,16 +26,25 @@ class LoadedModel:
     def name(self) -> str:
         return self.stored.name
 
-    def describe(self) -> dict:
-        """What /v1/models shows: the card plus how it runs here."""
+    def ref(self) -> dict:
+        """Which model answered, as every response names it (service.schemas.ModelRef)."""
         card = self.stored.card
         return {
             "name": self.name,
             "version": card.version,
             "variant": self.classifier.variant,
-            "precision": card.variants[self.classifier.variant].precision,
             "provider": self.classifier.provider,
+            "family": card.family,
+            "family_description": card.family_description,
             "demo": card.demo,
+        }
+
+    def describe(self) -> dict:
+        """What /v1/models shows: the card plus how it runs here."""
+        card = self.stored.card
+        return {
+            **self.ref(),
+            "precision": card.variants[self.classifier.variant].precision,
             "max_batch": self.batcher.max_batch,
             "warmup_s": self.warmup_s,
             "card": card.model_dump(mode="json"),
@@ -74,12 +83,12 @@ class ModelRegistry:
                 stored.card.variants[variant].precision,
                 classifier.provider,
                 str(stored.card.demo).lower(),
+                stored.card.family,
             ).set(1)
             log.info("loaded model %s (%s) on %s from %s", name, variant, classifier.provider, classifier.path)
         if s.default_model is not None and s.default_model not in self.models:
             raise KeyError(f"default_model {s.default_model!r} is not among the loaded models {sorted(self.models)}")
-        chosen = [m.stored for m in self.models.values()]
-        self.default_name = s.default_model or min(chosen, key=lambda m: (m.demo, m.name)).name
+        self.default_name = s.default_model or preferred(m.stored for m in self.models.values()).name
 
     def start(self) -> None:
         for model in self.models.values():

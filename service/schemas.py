@@ -79,6 +79,8 @@ class ModelRef(BaseModel):
     version: str
     variant: str
     provider: str
+    family: str = Field(description="s2d-video, frame-baseline or demo: what kind of model answered")
+    family_description: str
     demo: bool
 
 

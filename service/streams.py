@@ -389,12 +389,10 @@ class LiveStream:
     # ---- events ----------------------------------------------------------------------------------------------------
     def ready_event(self) -> dict[str, Any]:
         c, card = self.config, self.model.stored.card
-        classifier = self.model.classifier
         return {
             "type": "ready",
             "protocol": SUBPROTOCOL,
-            "model": {"name": self.model.name, "version": card.version, "variant": classifier.variant,
-                      "provider": classifier.provider, "demo": card.demo},
+            "model": self.model.ref(),
             "classes": self.classes,
             "mode": self.hello.mode,
             "window": {"num_frames": card.num_frames, "window_seconds": self.window_s, "hop_seconds": self.hop_s},

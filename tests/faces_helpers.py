@@ -30,6 +30,21 @@ def lfw_patches() -> tuple[np.ndarray, np.ndarray]:
     return np.stack([show(p) for p in patches[:100]]), np.stack([show(p) for p in patches[100:]])
 
 
+def reference_photos() -> dict[str, np.ndarray]:
+    """Real photographs that registry packages ship, by name, as uint8 RGB: scikit-image's astronaut (Eileen Collins,
+    public domain), matplotlib's Grace Hopper (public domain) and the 100 LFW faces of `lfw_patches`. The frame
+    baseline's crop is calibrated and checked on these (tests/fixtures/fer_baseline)."""
+    from matplotlib import cbook
+
+    hopper = cv2.cvtColor(
+        cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))), cv2.COLOR_BGR2RGB
+    )
+    photos = {"astronaut": data.astronaut(), "grace_hopper": hopper}
+    faces, _ = lfw_patches()
+    photos.update({f"lfw_{i:03d}": face for i, face in enumerate(faces)})
+    return photos
+
+
 def paste(background: np.ndarray, patch: np.ndarray, x: int, y: int, height: int | None = None) -> np.ndarray:
     """Paste `patch` (resized to `height` rows, aspect kept) with its top-left at (x, y), clipped to the frame."""
     if height is not None:

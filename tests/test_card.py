@@ -56,6 +56,8 @@ def test_a_valid_card_round_trips_through_json(tmp_path):
         ({"colour": "RGB"}, "colour"),  # unknown keys are typos, not extensions
         ({"licence": ""}, "licence"),
         ({"source_checkpoint": {"path": "x.pth", "sha256": "abc"}}, "source_checkpoint.sha256"),
+        ({"family": "video"}, "family"),  # s2d-video, frame-baseline or demo
+        ({"family": "frame-baseline"}, "<card>"),  # demo: true contradicts it
     ],
 )
 def test_invalid_cards_name_the_file_and_the_field(tmp_path, changes, field):

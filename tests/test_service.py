@@ -128,7 +128,7 @@ def test_classify_aligned_clip_multipart_and_raw_body(server, videos):
     assert body["request_id"] == response.headers["x-request-id"]
     assert body["model"] == {
         "name": TEST_MODEL, "version": "0.0.1-test", "variant": "fp32", "provider": "CPUExecutionProvider",
-        "demo": False,
+        "family": "s2d-video", "family_description": "S2D video model (temporal, landmark-aware)", "demo": False,
     }  # fmt: skip
     assert body["window"] == {"num_frames": 2, "window_seconds": 1.0, "hop_seconds": 0.5}
     assert body["video"]["width"] == 224 and body["video"]["fps"] == 8 and body["video"]["frames_decoded"] == 16

@@ -50,6 +50,16 @@ def test_list_get_and_default(tmp_path):
         store.get("broken")
 
 
+def test_the_default_is_s2d_then_the_frame_baseline_then_the_demo(tmp_path):
+    store = ModelStore(tmp_path)
+    add_model(store, "a_demo", demo=True)
+    add_model(store, "fer-baseline", demo=False, family="frame-baseline")
+    assert store.default().name == "fer-baseline"  # a real per-frame model beats the demo whatever the names
+    add_model(store, "z_s2d", demo=False)  # a card from before the family field: an S2D export
+    assert store.get("z_s2d").family == "s2d-video"
+    assert store.default().name == "z_s2d"
+
+
 def test_staging_replaces_atomically_and_refuses_incomplete_models(tmp_path):
     store = ModelStore(tmp_path)
     add_model(store, "m", version="1")

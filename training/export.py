@@ -44,12 +44,21 @@ class UInt8ClipClassifier(nn.Module):
         return logits, logits.softmax(dim=-1), features
 
 
-def export_onnx(model: S2DModel, path: str | Path, opset: int = OPSET, max_batch: int = 256) -> Path:
+def uint8_graph(model: nn.Module) -> nn.Module:
+    """The module that becomes the ONNX graph: uint8 frames in, (logits, probs, features) out. S2D gets the ImageNet
+    normalisation in front; a model that takes uint8 frames itself (`takes_uint8_frames`, e.g. the frame baseline)
+    is exported as it is."""
+    if getattr(model, "takes_uint8_frames", False):
+        return model.eval()
+    return UInt8ClipClassifier(model).eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = OPSET, max_batch: int = 256) -> Path:
     """Export the uint8 classifier with torch.export (the current ONNX exporter), batch axis dynamic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    wrapper = UInt8ClipClassifier(model).eval()
+    wrapper = uint8_graph(model)
     example = torch.zeros(2, cfg.num_frames, cfg.img_size, cfg.img_size, 3, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     tmp = path.with_name(path.name + ".tmp")
@@ -69,7 +78,7 @@ def export_onnx(model: S2DModel, path: str | Path, opset: int = OPSET, max_batch
     return path
 
 
-def onnx_parity(model: S2DModel, path: str | Path, batch: int = 2, seed: int = 0) -> dict:
+def onnx_parity(model: nn.Module, path: str | Path, batch: int = 2, seed: int = 0) -> dict:
     """ONNX Runtime (CPU) against PyTorch fp32 on the same random uint8 clips."""
     import onnxruntime as ort
 
@@ -79,7 +88,7 @@ def onnx_parity(model: S2DModel, path: str | Path, batch: int = 2, seed: int = 0
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_logits, onnx_probs, _ = session.run(None, {INPUT_NAME: frames})
     with torch.no_grad():
-        torch_logits, torch_probs, _ = UInt8ClipClassifier(model)(torch.from_numpy(frames))
+        torch_logits, torch_probs, _ = uint8_graph(model)(torch.from_numpy(frames))
     return {
         "batch": batch,
         "max_abs_logit_diff": float(np.abs(onnx_logits - torch_logits.numpy()).max()),
@@ -231,9 +240,9 @@ def run_onnx(session, clips: np.ndarray, batch: int = 4) -> np.ndarray:
     )
 
 
-def torch_logits(model: S2DModel, clips: np.ndarray, batch: int = 4) -> np.ndarray:
+def torch_logits(model: nn.Module, clips: np.ndarray, batch: int = 4) -> np.ndarray:
     """PyTorch fp32 logits [N, C]: the reference every variant is compared with."""
-    wrapper = UInt8ClipClassifier(model).eval()
+    wrapper = uint8_graph(model)
     with torch.inference_mode():
         return torch.cat(
             [wrapper(torch.from_numpy(clips[i : i + batch]))[0] for i in range(0, len(clips), batch)]
@@ -273,7 +282,7 @@ def sha256_of(path: str | Path) -> str:
 
 
 def make_card(
-    model: S2DModel,
+    model: nn.Module,
     classes: list[str],
     variants: dict[str, VariantSpec],
     *,
@@ -309,7 +318,7 @@ def make_card(
 
 
 def write_model_folder(
-    model: S2DModel,
+    model: nn.Module,
     folder: str | Path,
     classes: list[str],
     *,
@@ -398,7 +407,7 @@ def load_for_export(checkpoint: str | Path, landmark: str | Path | None = None) 
 
 
 def export_to_store(
-    model_or_checkpoint: S2DModel | str | Path,
+    model_or_checkpoint: nn.Module | str | Path,
     store_root: str | Path | None,
     name: str,
     classes: list[str] | None = None,
@@ -416,7 +425,7 @@ def export_to_store(
     atomically. Class names default to the checkpoint's metadata. Extra keyword arguments go to the card
     (`licence`, `version`, `description`, `training`, `metrics`, ...) or to `write_model_folder` (`int8_method`,
     `timing`)."""
-    if isinstance(model_or_checkpoint, S2DModel):
+    if isinstance(model_or_checkpoint, nn.Module):
         model, meta = model_or_checkpoint, {}
         source = source or SourceCheckpoint(path="<in memory>", sha256=None)
     else:

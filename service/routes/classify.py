@@ -40,8 +40,10 @@ _BODY = {
 
 _EXAMPLE = {
     "request_id": "3f2a9c1d0b7e4a55",
-    "model": {"name": "s2d_demo", "version": "2026.11.24", "variant": "fp32", "provider": "CPUExecutionProvider",
-              "demo": True},
+    "model": {"name": "fer-baseline", "version": "25.10.3", "variant": "fp32", "provider": "CPUExecutionProvider",
+              "family": "frame-baseline", "demo": False,
+              "family_description": "per-frame baseline: not S2D, no temporal model; frame probabilities averaged "
+              "over the window"},
     "mode": "faces",
     "window": {"num_frames": 16, "window_seconds": 2.0, "hop_seconds": 1.0},
     "video": {"width": 640, "height": 360, "fps": 25.0, "duration_s": 4.0, "codec": "h264", "rotation": 0,
@@ -77,53 +79,73 @@ async def _client_gone(request: Request) -> None:
             return
 
 
+def _check_room(state, model) -> None:
+    """429 busy when no request slot is free or the model's queue is full."""
+    if state.requests.full or model.batcher.pending >= model.batcher.queue_size:
+        metrics.REJECTED.labels("busy").inc()
+        raise BusyError("the service is at capacity", retry_after=model.batcher.retry_after())
+
+
+def _check_upload_room(state, model) -> None:
+    if state.uploads.full:
+        metrics.REJECTED.labels("uploads_full").inc()
+        raise BusyError(
+            f"{state.uploads.cap} uploads are being received; try again later", retry_after=model.batcher.retry_after()
+        )
+
+
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
     summary="Classify the facial expressions of every person in a video",
     openapi_extra={"requestBody": _BODY},
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}},
-               **error_responses(400, 401, 404, 413, 415, 422, 429, 503, 504)},
+               **error_responses(400, 401, 404, 408, 413, 415, 422, 429, 503, 504)},
 )  # fmt: skip
 async def classify(request: Request, options: Annotated[ClassifyOptions, Query()]) -> ClassifyResponse:
     state = request.app.state
     settings = state.settings
     model = state.registry.get(options.model)  # 503 before ready, 404 for an unknown model
-    if state.active_requests >= settings.max_active_requests or model.batcher.pending >= model.batcher.queue_size:
-        metrics.REJECTED.labels("busy").inc()  # refused before reading the upload
-        raise BusyError("the service is at capacity", retry_after=model.batcher.retry_after())
-    state.active_requests += 1
-    metrics.ACTIVE_REQUESTS.inc()
+    _check_room(state, model)  # refused before reading the upload when there is no room for its work now
+    _check_upload_room(state, model)
     started = time.perf_counter()
-    try:
-        async with receive_upload(request, settings.max_upload_bytes, settings.upload_dir) as upload:
-            upload_s = time.perf_counter() - started
-            analysis = asyncio.ensure_future(
-                analyse_video(upload.path, model, options, state.limits, state.pipeline_executor, _media_name(upload))
+    async with contextlib.AsyncExitStack() as files:  # the spooled upload is deleted when the request is over
+        with state.uploads.hold():
+            upload = await files.enter_async_context(
+                receive_upload(request, settings.max_upload_bytes, state.upload_pace, settings.upload_dir)
             )
-            watcher = asyncio.ensure_future(_client_gone(request))
-            try:
-                async with asyncio.timeout(settings.request_timeout_s):
-                    done, _ = await asyncio.wait({analysis, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if analysis not in done:  # the client went away: drop its queued clips, stop decoding
-                    analysis.cancel()
-                    log.info("client disconnected; request cancelled")
-                    raise UploadAborted()
-                result = analysis.result()
-            except TimeoutError:
-                analysis.cancel()
-                raise DeadlineError(
-                    f"the request took longer than {settings.request_timeout_s:g} s",
-                    details={"request_timeout_s": settings.request_timeout_s},
-                ) from None
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await analysis
-    finally:
-        state.active_requests -= 1
-        metrics.ACTIVE_REQUESTS.dec()
+        upload_s = time.perf_counter() - started
+        _check_room(state, model)  # the request slot is taken only now: a slow upload holds none
+        with state.requests.hold():
+            result = await _analyse(request, model, options, upload)
     result.request_id = request.scope["state"].get("request_id")
     result.timings.upload = upload_s
     result.timings.total = time.perf_counter() - started
     return result
+
+
+async def _analyse(request: Request, model, options: ClassifyOptions, upload: Upload) -> ClassifyResponse:
+    """The spooled upload through the pipeline, within `request_timeout_s`; cancelled if the client disconnects."""
+    state = request.app.state
+    timeout_s = state.settings.request_timeout_s
+    analysis = asyncio.ensure_future(
+        analyse_video(upload.path, model, options, state.limits, state.pipeline_executor, _media_name(upload))
+    )
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        async with asyncio.timeout(timeout_s):
+            done, _ = await asyncio.wait({analysis, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if analysis not in done:  # the client went away: drop its queued clips, stop decoding
+            analysis.cancel()
+            log.info("client disconnected; request cancelled")
+            raise UploadAborted()
+        return analysis.result()
+    except TimeoutError:
+        analysis.cancel()
+        raise DeadlineError(
+            f"the request took longer than {timeout_s:g} s", details={"request_timeout_s": timeout_s}
+        ) from None
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await analysis

@@ -57,16 +57,29 @@ function showCard(model) {
     name: model.name, version: model.version, variant: `${model.variant} (${model.precision})`,
     provider: model.provider, classes: card.classes.join(", "),
     window: `${card.num_frames} frames over ${card.window_seconds} s`, licence: card.licence,
-    metrics: card.metrics ? JSON.stringify(card.metrics) : "–", demo: model.demo ? "yes" : "no",
+    metrics: card.metrics ? JSON.stringify(card.metrics) : "–", family: model.family_description,
+    demo: model.demo ? "yes" : "no",
   };
   $("card-fields").replaceChildren(...Object.entries(fields).flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.field = k;
     return [dt, dd];
   }));
-  $("demo-notice").hidden = !model.demo;
+  showNotice(model);
   state.classes = card.classes;
   legend($("legend"), state.classes);
+}
+
+// The notice says what answers whenever it is not an S2D video model (the card's family).
+function showNotice(model) {
+  const notice = $("model-notice");
+  let shown = false;
+  for (const p of notice.querySelectorAll("[data-family]")) {
+    p.hidden = p.dataset.family !== model.family;
+    shown ||= !p.hidden;
+  }
+  notice.hidden = !shown;
+  notice.dataset.family = model.family;
 }
 
 // ---- live stream -------------------------------------------------------------------------------------------------
@@ -96,7 +109,7 @@ async function start() {
     setConn("open", "live");
     state.classes = e.detail.classes;
     legend($("legend"), state.classes);
-    $("demo-notice").hidden = !e.detail.model.demo;
+    showNotice(e.detail.model);
     log(`ready: ${e.detail.model.name} ${e.detail.model.version}, window ${e.detail.window.window_seconds} s`);
   });
   conn.addEventListener("tracks", (e) => {
