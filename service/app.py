@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
+from service.capacity import Slots
 from service.errors import (
     InvalidParametersError,
     MethodNotAllowedError,
@@ -33,7 +34,7 @@ from service.pipeline import Limits
 from service.registry import ModelRegistry
 from service.routes import classify, health, models, stream
 from service.settings import Settings, load_settings
-from service.uploads import UploadAborted
+from service.uploads import UploadAborted, UploadPace
 
 log = logging.getLogger(__name__)
 _UPLOAD_PATH = re.compile(r"[^\s'\"]*s2d-upload-[^\s'\"]*")
@@ -131,7 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.active_requests = 0
+    app.state.requests = Slots(settings.max_active_requests, metrics.ACTIVE_REQUESTS)
+    app.state.uploads = Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS)
+    app.state.upload_pace = UploadPace.from_settings(settings)
     app.state.active_streams = 0
     app.state.limits = Limits.from_settings(settings)
     _install_error_handlers(app)

@@ -53,6 +53,16 @@ class MethodNotAllowedError(ServiceError):
     status, code = 405, "method_not_allowed"
 
 
+class UploadTimeoutError(ServiceError):
+    """The upload did not arrive in time (too slow, or stalled). The connection is closed after the answer: the rest
+    of the body is never read."""
+
+    status, code = 408, "upload_timeout"
+
+    def __init__(self, message: str, details: dict[str, Any]):
+        super().__init__(message, details=details, headers={"Connection": "close"})
+
+
 class TooLargeError(ServiceError):
     status, code = 413, "too_large"
 
@@ -118,10 +128,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "undecodable media or a malformed request (codes: undecodable, bad_request)",
         401: "missing or wrong API key (code: unauthorized)",
         404: "no such model (code: unknown_model)",
+        408: "the upload was too slow or stalled; the connection is closed (code: upload_timeout)",
         413: "upload, video duration or frame size over the limits (code: too_large)",
         415: "not a video format the service reads (code: unsupported_media)",
         422: "invalid parameters (code: invalid_parameters)",
-        429: "busy: the inference queue or the request limit is full; see Retry-After (code: busy)",
+        429: "busy: the inference queue, the request or the upload limit is full; see Retry-After (code: busy)",
         503: "models not loaded and warmed up yet (code: not_ready)",
         504: "the request ran past its deadline (code: timeout)",
     }

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(8, ge=1, le=256, description="largest batch of clips one inference call takes")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long the first clip of a batch waits for more")
     queue_size: int = Field(64, ge=1, description="clips waiting for inference per model; beyond it: 429")
-    max_active_requests: int = Field(32, ge=1, description="uploads being processed at once; beyond it: 429")
+    max_active_requests: int = Field(
+        32, ge=1, description="requests worked on at once (their upload received); beyond it: 429"
+    )
     request_timeout_s: float = Field(120.0, gt=0, description="deadline for one request, upload excluded: 504")
     warmup: bool = Field(True, description="run every batch size once at start-up before /readyz says ready")
     pipeline_threads: int = Field(2, ge=1, description="threads decoding video and finding faces")
@@ -70,6 +72,14 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(600.0, gt=0, description="longest video (413 beyond)")
     max_pixels: int = Field(3840 * 2160, ge=1, description="largest frame, width x height (413 beyond)")
     upload_dir: Path | None = Field(None, description="folder for temporary upload files; default: the system's")
+    # Receiving uploads: a slow or stalled client is cut off (408) and never holds a request slot (uvicorn has no
+    # body-read timeout of its own).
+    max_active_uploads: int = Field(256, ge=1, description="uploads being received at once; beyond it: 429")
+    upload_timeout_s: float = Field(600.0, gt=0, description="deadline for receiving one upload: 408")
+    upload_min_bytes_per_s: float = Field(
+        8192.0, ge=0, description="after upload_grace_s, the upload's average rate must stay above this (0: off): 408"
+    )
+    upload_grace_s: float = Field(10.0, ge=0, description="seconds an upload may take before the rate is checked")
 
     # Windows: clients may change the window and hop within these bounds
     min_hop_seconds: float = Field(0.25, gt=0, description="smallest hop between windows a client may ask for")

@@ -1,4 +1,10 @@
-"""Uploads streamed to a temporary file, the size limit enforced while reading, the file deleted whatever happens.
+"""Uploads streamed to a temporary file, the size limit and the pace enforced while reading, the file deleted
+whatever happens.
+
+Pace (`UploadPace`): the body must arrive within `upload_timeout_s`, and after the first `upload_grace_s` at an
+average of at least `upload_min_bytes_per_s`; otherwise 408 `upload_timeout` and the connection is closed. Uvicorn
+times out idle keep-alive connections only (`timeout_keep_alive`), never a body being read, so without this one
+stalled client would hold its connection and its work for as long as it likes.
 
 Two request shapes: a raw body (`Content-Type: video/mp4`, `application/octet-stream`, ...) or
 `multipart/form-data` with the video in a field named `file` (or `video`). Multipart is parsed incrementally with
@@ -7,6 +13,7 @@ python-multipart, so neither shape ever holds the whole upload in memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -17,7 +24,8 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BadRequestError, TooLargeError, UnsupportedMediaError
+from service import metrics
+from service.errors import BadRequestError, TooLargeError, UnsupportedMediaError, UploadTimeoutError
 
 FILE_FIELDS = ("file", "video")
 # Content types a raw body may have: the decoder looks at the bytes, this only refuses bodies that say they are
@@ -37,23 +45,69 @@ class Upload:
     content_type: str | None
 
 
+@dataclass(frozen=True)
+class UploadPace:
+    """How long receiving one upload may take: `timeout_s` in all and, after the first `grace_s`, an average of at
+    least `min_bytes_per_s` (0: no rate check)."""
+
+    timeout_s: float
+    min_bytes_per_s: float
+    grace_s: float
+
+    @classmethod
+    def from_settings(cls, settings) -> UploadPace:
+        return cls(settings.upload_timeout_s, settings.upload_min_bytes_per_s, settings.upload_grace_s)
+
+    def due(self, received: int) -> float:
+        """Seconds from the start by which more than `received` bytes must have arrived."""
+        if not self.min_bytes_per_s:
+            return self.timeout_s
+        return min(self.timeout_s, self.grace_s + received / self.min_bytes_per_s)
+
+    def timed_out(self, received: int, elapsed_s: float) -> UploadTimeoutError:
+        details = {
+            "received_bytes": received, "elapsed_s": round(elapsed_s, 3), "upload_timeout_s": self.timeout_s,
+            "upload_min_bytes_per_s": self.min_bytes_per_s, "upload_grace_s": self.grace_s,
+        }  # fmt: skip
+        if self.due(received) >= self.timeout_s:
+            message = f"the upload took longer than {self.timeout_s:g} s ({received} bytes received)"
+        else:
+            message = (
+                f"the upload is too slow: {received} bytes in {elapsed_s:.1f} s; after the first {self.grace_s:g} s "
+                f"it must average at least {self.min_bytes_per_s:g} bytes/s"
+            )
+        return UploadTimeoutError(message, details)
+
+
 def _too_large(limit: int) -> TooLargeError:
     return TooLargeError(f"the upload is larger than the limit of {limit} bytes", details={"max_upload_bytes": limit})
 
 
-async def _chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, limit: int, pace: UploadPace) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)  # refused before reading a byte
-    received = 0
+    loop = asyncio.get_running_loop()
+    started, received = loop.time(), 0
+    body = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                async with asyncio.timeout_at(started + pace.due(received)):
+                    chunk = await anext(body)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                metrics.REJECTED.labels("upload_timeout").inc()
+                raise pace.timed_out(received, loop.time() - started) from None
             received += len(chunk)
             if received > limit:
                 raise _too_large(limit)
             yield chunk
     except ClientDisconnect:
         raise UploadAborted() from None
+    finally:
+        await body.aclose()
 
 
 class _MultipartSink:
@@ -106,7 +160,9 @@ class _MultipartSink:
 
 
 @contextlib.asynccontextmanager
-async def receive_upload(request: Request, limit: int, directory: Path | None = None) -> AsyncIterator[Upload]:
+async def receive_upload(
+    request: Request, limit: int, pace: UploadPace, directory: Path | None = None
+) -> AsyncIterator[Upload]:
     """Stream the request body to a temp file and yield it; the file is deleted on exit, error or not."""
     ctype_header = request.headers.get("content-type", "")
     ctype, params = parse_options_header(ctype_header)
@@ -127,7 +183,7 @@ async def receive_upload(request: Request, limit: int, directory: Path | None = 
                 sink = _MultipartSink(out)
                 parser = MultipartParser(boundary, sink.callbacks())
                 try:
-                    async for chunk in _chunks(request, limit):
+                    async for chunk in _chunks(request, limit, pace):
                         size += len(chunk)
                         parser.write(chunk)
                     parser.finalize()
@@ -137,7 +193,7 @@ async def receive_upload(request: Request, limit: int, directory: Path | None = 
                     raise BadRequestError(f"the multipart body has no file field (expected one of {FILE_FIELDS})")
                 filename, content_type = sink.filename, sink.content_type
             else:
-                async for chunk in _chunks(request, limit):
+                async for chunk in _chunks(request, limit, pace):
                     size += len(chunk)
                     out.write(chunk)
         if path.stat().st_size == 0:
