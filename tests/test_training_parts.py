@@ -58,7 +58,7 @@ def test_lr_scales_give_named_parameters_a_multiple_of_the_scheduled_lr():
     assert lr_of["s2d.ln_post.weight"] == (pytest.approx(0.5), 0.0)
     with pytest.raises(ValueError, match="hed match no trainable parameter"):
         build_optimizer(model, 1.0, 0.05, lr_scales={"hed": 2.0})
-    with pytest.raises(ValueError, match=r"optim\.lr_scales: 3 is not a valid dict"):
+    with pytest.raises(ValueError, match=r"optim\.lr_scales: .*valid dictionary"):
         load_config(None, ["optim.lr_scales=3"])
 
 
@@ -89,3 +89,28 @@ def test_every_paper_experiment_has_a_config_and_overrides_apply():
     assert ferv.sdl.enabled and ferv.model.head_dropout == 0 and ferv.augment.mixup == 0 and ferv.augment.smoothing == 0
     with pytest.raises(ValueError, match="unknown config key"):
         load_config(CONFIGS / "dfew_fold1.yaml", ["optim.learning_rate=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stage=videos", r"config key stage: Input should be 'video' or 'image'"),
+        ("optim.precision=fp8", r"config key optim\.precision"),
+        ("data.on_error=ignore", r"config key data\.on_error"),
+        ("sdl.mode=magic", r"config key sdl\.mode"),
+        ("model.train_backbone=maybe", r"config key model\.train_backbone"),  # a string is not a switch
+        ("log_every=20", r"unknown config key log_every"),  # nothing read it, so it is no longer a key
+        ("sdl.top_k=40", r"top_k must be in 1\.\.size"),
+    ],
+)
+def test_a_typo_or_a_bad_choice_in_a_recipe_is_an_error(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(CONFIGS / "dfew_fold1.yaml", [override])
+
+
+def test_model_num_classes_is_checked_against_the_dataset():
+    from training.train import build_model
+
+    cfg = load_config(None, ["model.name=s2d_tiny", "model.depth=1", "model.num_classes=11", "model.num_frames=2"])
+    with pytest.raises(ValueError, match="model.num_classes=11, the dataset has 7"):
+        build_model(cfg, num_classes=7)

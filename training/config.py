@@ -6,99 +6,96 @@ small diffs of a few recipes. Overrides are `section.key=value` with YAML-typed 
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from .sdl import SDLConfig
 
 
-@dataclass
-class ModelSection:
+class _Section(BaseModel):
+    # Unknown keys are refused: a typo in a recipe is an error, not a silently ignored value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
     name: str = "s2d_base"
-    num_classes: int = 7
-    num_frames: int = 16
-    depth: int | None = None  # fewer blocks than the variant (smoke runs, the demo model); None keeps the variant's
-    head_dropout: float = 0.5
+    num_classes: int | None = Field(None, ge=1)  # checked against the dataset's classes when given
+    num_frames: int = Field(16, ge=1)
+    depth: int | None = Field(None, ge=1)  # fewer blocks than the variant (smoke runs, the demo model)
+    head_dropout: float = Field(0.5, ge=0, lt=1)
     init: str | None = None  # MAE / static-stage checkpoint (.pth) or our .safetensors
     landmark: str | None = None  # MobileFaceNet checkpoint; without it the landmark network keeps random weights
-    train_backbone: bool = False  # static stage may fine-tune the whole ViT; the video stage keeps it frozen
-    disable_tma: bool = False  # ablation: no TMAs and a zero, frozen temporal embedding (frames become a bag)
-    grad_checkpointing: bool = False
+    train_backbone: StrictBool = False  # static stage may fine-tune the whole ViT; the video stage keeps it frozen
+    disable_tma: StrictBool = False  # ablation: no TMAs and a zero, frozen temporal embedding (frames become a bag)
+    grad_checkpointing: StrictBool = False
 
 
-@dataclass
-class DataSection:
+class DataSection(_Section):
     dataset: str = "dfew"
     root: str = "data/DFEW"
     fold: int | None = 1
-    val_fraction: float = 0.1  # carved from the training split (seeded, stratified); the test split never selects
-    on_error: str = "skip"  # unreadable frames / bad rows: "skip" (counted, reported) or "fail"
-    num_workers: int = 4
-    test_views: int = 2  # temporal views: first and last window
-    test_crops: int = 2
-    oversample: bool = False  # class-balanced sampler ("with oversampling" results)
-    img_size: int = 224
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # carved from the training split (seeded, stratified)
+    on_error: Literal["skip", "fail"] = "skip"  # unreadable frames / bad rows: skipped (counted, reported) or fatal
+    num_workers: int = Field(4, ge=0)
+    test_views: int = Field(2, ge=1)  # temporal views: first and last window
+    test_crops: int = Field(2, ge=1)
+    oversample: StrictBool = False  # class-balanced sampler ("with oversampling" results)
+    img_size: int = Field(224, ge=16)
 
 
-@dataclass
-class AugmentSection:
-    randaugment: bool = True
-    erasing: float = 0.25
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    switch_prob: float = 0.5
-    smoothing: float = 0.1
+class AugmentSection(_Section):
+    randaugment: StrictBool = True
+    erasing: float = Field(0.25, ge=0, le=1)
+    mixup: float = Field(0.8, ge=0)
+    cutmix: float = Field(1.0, ge=0)
+    switch_prob: float = Field(0.5, ge=0, le=1)
+    smoothing: float = Field(0.1, ge=0, lt=1)
 
 
-@dataclass
-class OptimSection:
-    lr: float = 1e-5  # for a total batch of 8; scaled by total batch / 8
-    min_lr: float = 1e-8  # scaled by total batch / 256, as released
-    warmup_lr: float = 1e-7  # scaled by total batch / 256, as released
-    batch_size: int = 8  # per process
-    accum_steps: int = 1
-    epochs: int = 100
-    warmup_epochs: int = 2
-    weight_decay: float = 0.05
+class OptimSection(_Section):
+    lr: float = Field(1e-5, gt=0)  # for a total batch of 8; scaled by total batch / 8
+    min_lr: float = Field(1e-8, ge=0)  # scaled by total batch / 256, as released
+    warmup_lr: float = Field(1e-7, ge=0)  # scaled by total batch / 256, as released
+    batch_size: int = Field(8, ge=1)  # per process
+    accum_steps: int = Field(1, ge=1)
+    epochs: int = Field(100, ge=1)
+    warmup_epochs: int = Field(2, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float | None = None
-    lr_scales: dict[str, float] = field(default_factory=dict)  # name fragment -> lr multiple, e.g. {head: 0.1}
-    precision: str = "fp16"  # fp16 (CUDA, with loss scaling), bf16 or fp32
+    clip_grad: float | None = Field(None, gt=0)
+    lr_scales: dict[str, float] = Field(default_factory=dict)  # name fragment -> lr multiple, e.g. {head: 0.1}
+    precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # fp16: CUDA with loss scaling
 
 
-@dataclass
-class SDLSection:
-    enabled: bool = False
-    mode: str = "fixed"
-    size: int = 16
-    top_k: int = 2
-    start_epoch: int = 21
-    update_freq: int = 40
+class SDLSection(SDLConfig):
+    """SDL's own settings (training.sdl.SDLConfig) and whether the recipe uses it."""
+
+    enabled: StrictBool = False
+
+    def sdl_config(self) -> SDLConfig:
+        return SDLConfig(**self.model_dump(exclude={"enabled"}))
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     experiment: str = "experiment"
-    stage: str = "video"  # "video" (dynamic stage) or "image" (static stage)
+    stage: Literal["video", "image"] = "video"  # dynamic (video) or static (image) stage
     output_dir: str = "runs/experiment"
     seed: int = 0
     device: str = "auto"
-    eval_every: int = 1
-    log_every: int = 20
-    max_steps_per_epoch: int | None = None  # smoke runs
-    stop_after_epoch: int | None = None  # end the process after this epoch (time-limited jobs); rerun to resume
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    augment: AugmentSection = field(default_factory=AugmentSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    sdl: SDLSection = field(default_factory=SDLSection)
+    eval_every: int = Field(1, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)  # smoke runs
+    stop_after_epoch: int | None = Field(None, ge=0)  # end the process after this epoch (time-limited jobs)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    sdl: SDLSection = Field(default_factory=SDLSection)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -133,48 +130,23 @@ def parse_override(text: str) -> dict:
 
 
 def from_dict(values: dict) -> TrainConfig:
-    return _build(TrainConfig, values, "")
-
-
-def _build(cls, values: dict, where: str):
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(hints)}")
-    kwargs = {}
-    for name, value in values.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{name} must be a mapping")
-            kwargs[name] = _build(kind, value, f"{where}{name}.")
-        else:
-            kwargs[name] = _coerce(value, kind, where + name)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """YAML reads '2e-5' as a string and '1' as an int: convert to the field's declared type, or say what is wrong."""
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ValueError(f"config key {key} cannot be empty")
-    target = next(t for t in options if t is not type(None))
+    """Validate a recipe; the error names the first bad key (`section.key`) and why."""
     try:
-        if typing.get_origin(target) is tuple:
-            return tuple(float(v) for v in value)
-        if typing.get_origin(target) is dict:
-            return {str(k): float(v) for k, v in value.items()}
-        if target is bool:
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return target(value)
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"config key {key}: {value!r} is not a valid {getattr(target, '__name__', target)}") from None
+        return TrainConfig.model_validate(values)
+    except ValidationError as err:
+        raise ValueError(_describe(err)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<config>"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        section = TrainConfig
+        for part in first["loc"][:-1]:
+            section = section.model_fields[part].annotation
+        return f"unknown config key {key}{more}; known: {', '.join(section.model_fields)}"
+    return f"config key {key}: {first['msg']} (got {first.get('input')!r}){more}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from models import get_config
@@ -39,7 +38,7 @@ def evaluate_checkpoint(
         settings = StepSettings(dist.device, precision)
         matrix = evaluate(model, build_eval_loader(train_cfg, index, dist, batch_size), cfg.num_classes, settings)
         summary = summarize(matrix, list(index.classes))
-        summary.update(checkpoint=str(checkpoint), split=split, data=dataclasses.asdict(data))
+        summary.update(checkpoint=str(checkpoint), split=split, data=data.model_dump(mode="json"))
         if out_dir is not None and dist.is_main:
             write_report(summary, out_dir, f"eval_{data.dataset}_{split}")
         return summary

@@ -15,10 +15,11 @@ Two modes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from .distributed import all_gather_cat
@@ -35,19 +36,22 @@ def sdl_weight(epoch: int) -> float:
     return weight
 
 
-@dataclass(frozen=True)
-class SDLConfig:
-    mode: str = "fixed"  # "fixed" or "faithful"
-    size: int = 16  # anchors kept per class
-    top_k: int = 2
-    start_epoch: int = 21  # the released code uses SDL only when epoch > 20
-    update_freq: int = 40  # faithful mode: memory refreshed only in epochs that are multiples of this
+class SDLConfig(BaseModel):
+    """SDL's settings; the recipe's `sdl` section (training.config.SDLSection) is this plus `enabled`."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("fixed", "faithful"):
-            raise ValueError(f"SDL mode must be 'fixed' or 'faithful', got {self.mode!r}")
-        if not 1 <= self.top_k <= self.size:
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["fixed", "faithful"] = "fixed"
+    size: int = Field(16, ge=1)  # anchors kept per class
+    top_k: int = Field(2, ge=1)
+    start_epoch: int = Field(21, ge=0)  # the released code uses SDL only when epoch > 20
+    update_freq: int = Field(40, ge=1)  # faithful mode: memory refreshed only in epochs that are multiples of this
+
+    @model_validator(mode="after")
+    def _top_k_within_size(self) -> SDLConfig:
+        if self.top_k > self.size:
             raise ValueError(f"SDL top_k must be in 1..size ({self.size}), got {self.top_k}")
+        return self
 
 
 class EmotionAnchors(nn.Module):

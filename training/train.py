@@ -7,7 +7,6 @@ Launch several processes with torchrun for DDP (NCCL on GPU, gloo on CPU).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -28,7 +27,7 @@ from .engine import StepSettings, evaluate, train_one_epoch
 from .loaders import build_eval_loader, build_splits, build_train_loader
 from .metrics import summarize, write_report
 from .optim import CosineSchedule, build_optimizer, scaled_lr
-from .sdl import EmotionAnchors, SDLConfig
+from .sdl import EmotionAnchors
 
 log = logging.getLogger("s2d.train")
 RESUME_FILE = "last.pt"
@@ -44,6 +43,8 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: TrainConfig, num_classes: int):
     """The image or video model, initialised from the configured checkpoints, with the right parameters trainable."""
     m = cfg.model
+    if m.num_classes is not None and m.num_classes != num_classes:
+        raise ValueError(f"the recipe says model.num_classes={m.num_classes}, the dataset has {num_classes} classes")
     image = cfg.stage == "image"
     overrides = {"num_classes": num_classes, "head_dropout": m.head_dropout}
     if not image:
@@ -174,8 +175,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
     criterion = build_criterion(cfg, mixup)
     anchors = None
     if cfg.sdl.enabled:
-        sdl_cfg = SDLConfig(**{k: v for k, v in dataclasses.asdict(cfg.sdl).items() if k != "enabled"})
-        anchors = EmotionAnchors(len(classes), model.config.embed_dim, sdl_cfg).to(dist.device)
+        anchors = EmotionAnchors(len(classes), model.config.embed_dim, cfg.sdl.sdl_config()).to(dist.device)
     val_loader = build_eval_loader(cfg, splits.val, dist)
 
     state_file = TrainingState(out / RESUME_FILE)
