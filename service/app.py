@@ -34,10 +34,17 @@ from service.pipeline import Limits
 from service.registry import ModelRegistry
 from service.routes import classify, health, models, stream
 from service.settings import Settings, load_settings
-from service.uploads import UploadAborted, UploadPace
+from service.shutdown import Shutdown
+from service.uploads import (
+    SPOOL_PREFIX,
+    UploadAborted,
+    UploadPace,
+    remove_own_spool_files,
+    sweep_stale_spool_files,
+)
 
 log = logging.getLogger(__name__)
-_UPLOAD_PATH = re.compile(r"[^\s'\"]*s2d-upload-[^\s'\"]*")
+_UPLOAD_PATH = re.compile(rf"[^\s'\"]*{re.escape(SPOOL_PREFIX)}[^\s'\"]*")
 
 
 def error_response(err: ServiceError, request_id: str | None) -> JSONResponse:
@@ -104,11 +111,21 @@ def _is_decoder_error(err: Exception) -> bool:
     return type(err).__module__.startswith("av.")
 
 
+async def drain(app: FastAPI) -> None:
+    """The first SIGTERM (service.server): stop being ready, close live streams with 1001, let requests in flight
+    finish for up to `shutdown_grace_s`, refuse the rest with 503 (service.shutdown)."""
+    await app.state.shutdown.drain(
+        close_streams=lambda: stream.close_all(app, stream.SHUTTING_DOWN),
+        streams_open=lambda: bool(stream.open_streams(app)),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweep_stale_spool_files(settings.upload_dir)
         registry = ModelRegistry(settings)
         registry.load()  # raises: the server does not start without its models
         install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
@@ -123,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(warmup, return_exceptions=True)
             await registry.stop()
             app.state.pipeline_executor.shutdown(wait=False, cancel_futures=True)
+            remove_own_spool_files(settings.upload_dir)
 
     app = FastAPI(
         title="S2D facial expression service",
@@ -136,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.uploads = Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS)
     app.state.upload_pace = UploadPace.from_settings(settings)
     app.state.active_streams = 0
+    app.state.shutdown = Shutdown(settings.shutdown_grace_s)
     app.state.limits = Limits.from_settings(settings)
     _install_error_handlers(app)
     app.include_router(health.router)

@@ -101,6 +101,15 @@ class NotReadyError(ServiceError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class ShuttingDownError(ServiceError):
+    """The server is shutting down (SIGTERM): try again, another instance or this one restarted."""
+
+    status, code = 503, "shutting_down"
+
+    def __init__(self, message: str = "the server is shutting down; try again shortly"):
+        super().__init__(message, headers={"Retry-After": "5", "Connection": "close"})
+
+
 class DeadlineError(ServiceError):
     status, code = 504, "timeout"
 
@@ -133,7 +142,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "not a video format the service reads (code: unsupported_media)",
         422: "invalid parameters (code: invalid_parameters)",
         429: "busy: the inference queue, the request or the upload limit is full; see Retry-After (code: busy)",
-        503: "models not loaded and warmed up yet (code: not_ready)",
+        503: "models not loaded and warmed up yet, or the server is shutting down (codes: not_ready, shutting_down)",
         504: "the request ran past its deadline (code: timeout)",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -4,14 +4,47 @@ with one process per GPU behind a load balancer (streams need sticky routing).""
 from __future__ import annotations
 
 import logging
+import sys
 
 from service.settings import Settings, load_settings
+
+# After the drain (service.shutdown) nothing is in flight; this bounds what uvicorn waits for then (a stream client
+# that never answers the close, a response still being written).
+UVICORN_GRACE_S = 5
+
+
+def _draining_server(config, drain):
+    """uvicorn.Server whose first SIGTERM / SIGINT runs `drain()` (an async callable) before uvicorn's own shutdown,
+    which a second signal starts at once."""
+    import asyncio
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        _signal: int | None = None
+        _drain: asyncio.Task | None = None
+
+        def handle_exit(self, sig, frame) -> None:
+            if self._signal is None and not self.should_exit:
+                self._signal = sig  # a signal handler does no asyncio work: on_tick starts the drain
+                return
+            super().handle_exit(sig, frame)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self._signal is not None and self._drain is None:
+                self._drain = asyncio.create_task(drain(), name="drain")
+            if self._drain is not None and self._drain.done() and not self.should_exit:
+                super().handle_exit(self._signal, None)  # uvicorn's shutdown, and the signal re-raised after it
+            return await super().on_tick(counter)
+
+    return DrainingServer(config)
 
 
 def serve(settings: Settings | None = None) -> None:
     import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
 
-    from service.app import create_app
+    from service.app import create_app, drain
     from service.engine import check_providers
     from service.logs import configure_logging
 
@@ -21,13 +54,14 @@ def serve(settings: Settings | None = None) -> None:
     logging.getLogger(__name__).info(
         "starting on http://%s:%d with providers %s", settings.host, settings.port, settings.providers
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # our JSON-lines handlers, configured above
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=UVICORN_GRACE_S,
         # Live streams: one WebSocket message is one frame (header + image); protocol pings find dead peers.
         ws_max_size=settings.stream_max_frame_bytes + 64,
         # Frames are JPEG/PNG/WebP, already compressed: permessage-deflate would only burn CPU on both ends.
@@ -35,3 +69,7 @@ def serve(settings: Settings | None = None) -> None:
         ws_ping_interval=settings.stream_heartbeat_s,
         ws_ping_timeout=settings.stream_heartbeat_s,
     )
+    server = _draining_server(config, lambda: drain(app))
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: the lifespan failed (the reason is in the log)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,14 @@ from starlette.requests import ClientDisconnect, Request
 from service import metrics
 from service.errors import BadRequestError, TooLargeError, UnsupportedMediaError, UploadTimeoutError
 
+log = logging.getLogger(__name__)
+
 FILE_FIELDS = ("file", "video")
+# Spool files are named s2d-upload-<pid>-<random>.bin: the pid says which process owns one, so a process sweeps only
+# what a dead one left behind (a SIGKILL, a crash) and, when it stops, what it left itself.
+SPOOL_PREFIX = "s2d-upload-"
+_SPOOL_NAME = re.compile(rf"^{SPOOL_PREFIX}(\d+)-[^/]*\.bin$")
+PROCESS_STARTED = time.time()  # this module is imported as the service starts
 # Content types a raw body may have: the decoder looks at the bytes, this only refuses bodies that say they are
 # something else (JSON, text, forms).
 RAW_TYPES = ("video/", "image/", "application/octet-stream", "application/mp4")
@@ -171,7 +181,7 @@ async def receive_upload(
         raise UnsupportedMediaError(
             f"send the video as multipart/form-data (field 'file') or as a raw video body; got {ctype or 'no type'!r}"
         )
-    fd, name = tempfile.mkstemp(prefix="s2d-upload-", suffix=".bin", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".bin", dir=directory)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -201,3 +211,46 @@ async def receive_upload(
         yield Upload(path, path.stat().st_size, filename, content_type)
     finally:
         path.unlink(missing_ok=True)
+
+
+def spool_files(directory: Path | None) -> list[tuple[Path, int]]:
+    """(path, owning pid) of the spool files in `directory` (default: the system's temp folder)."""
+    folder = Path(directory or tempfile.gettempdir())
+    found = []
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            if match := _SPOOL_NAME.match(path.name):
+                found.append((path, int(match.group(1))))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def sweep_stale_spool_files(directory: Path | None) -> int:
+    """At start-up: delete spool files older than this process whose owner is gone (its pid is dead, or is this
+    process's own: a container restarts with the same pid). A live process's files are never touched."""
+    removed = 0
+    for path, pid in spool_files(directory):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < PROCESS_STARTED and (pid == os.getpid() or not _alive(pid)):
+                path.unlink()
+                removed += 1
+    if removed:
+        log.info("removed %d spool file(s) left by processes that are gone", removed)
+    return removed
+
+
+def remove_own_spool_files(directory: Path | None) -> int:
+    """At exit: this process's spool files (each upload deletes its own; this catches what an exit cut short)."""
+    own = [path for path, pid in spool_files(directory) if pid == os.getpid()]
+    for path in own:
+        path.unlink(missing_ok=True)
+    return len(own)

@@ -103,6 +103,11 @@ def _check_upload_room(state, model) -> None:
                **error_responses(400, 401, 404, 408, 413, 415, 422, 429, 503, 504)},
 )  # fmt: skip
 async def classify(request: Request, options: Annotated[ClassifyOptions, Query()]) -> ClassifyResponse:
+    with request.app.state.shutdown.tracking():  # on SIGTERM: finished, or answered 503 past the grace
+        return await _classify(request, options)
+
+
+async def _classify(request: Request, options: ClassifyOptions) -> ClassifyResponse:
     state = request.app.state
     settings = state.settings
     model = state.registry.get(options.model)  # 503 before ready, 404 for an unknown model
@@ -145,7 +150,8 @@ async def _analyse(request: Request, model, options: ClassifyOptions, upload: Up
         raise DeadlineError(
             f"the request took longer than {timeout_s:g} s", details={"request_timeout_s": timeout_s}
         ) from None
-    finally:
+    finally:  # (also when this request is cancelled: a shutdown past its grace)
+        analysis.cancel()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await analysis

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.errors import NotReadyError, error_responses
+from service.errors import NotReadyError, ShuttingDownError, error_responses
 from service.schemas import HealthResponse
 
 router = APIRouter(tags=["operations"])
@@ -24,6 +24,8 @@ async def healthz() -> HealthResponse:
 )
 async def readyz(request: Request) -> HealthResponse:
     registry = request.app.state.registry
+    if request.app.state.shutdown.started:
+        raise ShuttingDownError()
     if not registry.ready:
         raise NotReadyError()
     return HealthResponse(status="ready", models=list(registry.models))

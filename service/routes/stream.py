@@ -34,6 +34,7 @@ from service.streams import (
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+SHUTTING_DOWN = "server shutting down"
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
 
@@ -75,6 +76,9 @@ async def stream(ws: WebSocket) -> None:
     settings = state.settings
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    if state.shutdown.started:
+        await _refuse(ws, CLOSE_GOING_AWAY, SHUTTING_DOWN, "shutting_down")
+        return
     if state.active_streams >= settings.stream_max_streams:
         metrics.REJECTED.labels("streams_full").inc()
         await _refuse(ws, CLOSE_TRY_LATER, f"too many streams ({state.active_streams} open); try again later", "busy")
@@ -102,6 +106,15 @@ async def stream(ws: WebSocket) -> None:
         metrics.ACTIVE_STREAMS.dec()
         if state.active_streams == 0:
             idle.idle()
+
+
+def close_all(app: FastAPI, reason: str) -> int:
+    """Close every open stream with 1001 and `reason` (after a fatal error event saying so); returns how many."""
+    streams = open_streams(app)
+    for live in streams:
+        live.error("shutting_down", reason, fatal=True)
+        live.outbox.close(CLOSE_GOING_AWAY, reason)
+    return len(streams)
 
 
 def open_streams(app: FastAPI) -> set[LiveStream]:
