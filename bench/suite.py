@@ -236,13 +236,14 @@ def build_base_store(root: str | Path = BASE_STORE) -> Path:
     import torch
 
     from models import create_model
-    from s2d.cli import DFEW_CLASSES
+    from training.data.layouts import DATASET_CLASSES
     from training.export import export_to_store, synthetic_clips
 
     torch.manual_seed(0)
-    model = create_model("s2d_base", num_classes=len(DFEW_CLASSES)).eval()
+    classes = list(DATASET_CLASSES["dfew"])
+    model = create_model("s2d_base", num_classes=len(classes)).eval()
     stored = export_to_store(
-        model, root, BASE_MODEL, list(DFEW_CLASSES), variants=("fp32",), evaluation=synthetic_clips(2, 16, seed=1),
+        model, root, BASE_MODEL, classes, variants=("fp32",), evaluation=synthetic_clips(2, 16, seed=1),
         timing=False, licence="random weights: for benchmarks only", description="random-weight s2d_base (benchmark)",
     )  # fmt: skip
     return stored.path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, S2DConfig, get_config, list_variants, register_variant
+from .input import normalize_frames
 from .s2d import S2DModel, S2DNet, clip_flops, count_parameters, is_trainable_name
 
 
@@ -32,5 +33,6 @@ __all__ = [
     "get_config",
     "is_trainable_name",
     "list_variants",
+    "normalize_frames",
     "register_variant",
 ]

@@ -114,6 +114,11 @@ class S2DNet(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad_(is_trainable_name(name))
 
+    def unfreeze_backbone(self) -> None:
+        """Train the whole ViT too (a static stage without a pre-trained ViT); positions stay fixed (sin-cos)."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(name != "pos_embed")
+
     def forward(self, clip: torch.Tensor, landmark_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Official signature: normalised clip [B, 3, T, H, W] and landmark maps [B*T, C_l, 14, 14]."""
         batch, channels, frames, height, width = clip.shape

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 # DFEW's class order, the one S2D's 7-class checkpoints use.
-DFEW_CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 
 
 def _model_overrides(args: argparse.Namespace) -> dict:
@@ -83,8 +82,9 @@ def cmd_model_run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from models import IMAGENET_MEAN, IMAGENET_STD, create_model, get_config
+    from models import create_model, get_config, normalize_frames
     from models.checkpoint import load_any
+    from training.data.layouts import DATASET_CLASSES
 
     if args.checkpoint:
         model = load_any(args.checkpoint, get_config(args.name, num_classes=args.num_classes), args.landmark)
@@ -95,12 +95,11 @@ def cmd_model_run(args: argparse.Namespace) -> int:
         source = "fresh random weights (no checkpoint given): the probabilities below mean nothing yet"
     cfg = model.config
     frames = sample_clip(cfg.num_frames, cfg.img_size)  # [T, H, W, 3] uint8
-    clip = torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)  # [3, T, H, W]
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     with torch.inference_mode():
-        logits, _ = model.eval()(((clip - mean) / std)[None])
+        logits, _ = model.eval()(normalize_frames(torch.from_numpy(frames)[None]))
     probs = logits.softmax(-1)[0].numpy()
-    names = DFEW_CLASSES if cfg.num_classes == len(DFEW_CLASSES) else [str(i) for i in range(cfg.num_classes)]
+    dfew = DATASET_CLASSES["dfew"]  # the class order of the authors' 7-class checkpoints
+    names = dfew if cfg.num_classes == len(dfew) else [str(i) for i in range(cfg.num_classes)]
     print(f"model: {cfg.name}, weights: {source}")
     print(f"input: sample clip of {cfg.num_frames} drawn frames, {cfg.img_size}x{cfg.img_size}")
     for i in np.argsort(-probs):
@@ -165,7 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         root, name = args.store, args.name or Path(args.checkpoint).stem
     from s2d.card import SourceCheckpoint
-    from training.export import sha256_of
+    from s2d.files import sha256_of
 
     stored = export_to_store(
         model,

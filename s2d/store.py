@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2d.card import CPU, CUDA, CardError, ModelCard, load_card
+from s2d.files import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ def default_store_dir() -> Path:
     """`$S2D_MODEL_STORE`, else `$XDG_CACHE_HOME/s2d/models`, else `~/.cache/s2d/models`."""
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "s2d" / "models"
+    return user_cache_dir("s2d", "models")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from s2d.store import StoredModel
 
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 

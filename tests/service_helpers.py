@@ -27,8 +27,9 @@ def build_store(root: str, name: str = TEST_MODEL, num_frames: int = TEST_FRAMES
 
     from models import create_model
     from s2d.card import ModelCard
+    from s2d.files import sha256_of
     from tests.helpers import randomize_
-    from training.export import export_onnx, sha256_of
+    from training.export import export_onnx
 
     folder = Path(root) / name
     torch.manual_seed(0)

@@ -112,5 +112,5 @@ def test_model_num_classes_is_checked_against_the_dataset():
     from training.train import build_model
 
     cfg = load_config(None, ["model.name=s2d_tiny", "model.depth=1", "model.num_classes=11", "model.num_frames=2"])
-    with pytest.raises(ValueError, match="model.num_classes=11, the dataset has 7"):
+    with pytest.raises(ValueError, match=r"model\.num_classes=11, the dataset has 7"):
         build_model(cfg, num_classes=7)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import IMAGENET_MEAN, IMAGENET_STD, S2DModel, create_model
+from models import S2DModel, create_model, normalize_frames
 from training.data.synthetic import EXPRESSIONS, render_aligned_clip
 from training.optim import CosineSchedule, build_optimizer
 
@@ -56,10 +56,7 @@ class DemoRecipe:
 
 def _normalise(frames: np.ndarray) -> torch.Tensor:
     """uint8 [N, T, H, W, 3] -> the model's input [N, 3, T, H, W], ImageNet-normalised."""
-    clip = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255
-    return (clip - mean) / std
+    return normalize_frames(torch.from_numpy(frames))
 
 
 def synthetic_clips(per_class: int, num_frames: int, seed: int, length: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -122,9 +119,7 @@ def train_static(recipe: DemoRecipe, log_every: int = 50) -> tuple[S2DModel, dic
     """Stage 1: the image model on peak frames. Returns the model and its held-out accuracy."""
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.variant, image=True, num_classes=len(EXPRESSIONS), depth=recipe.depth)
-    for param in model.s2d.parameters():  # no pre-trained ViT offline: the static stage trains it (pos_embed fixed)
-        param.requires_grad_(True)
-    model.s2d.pos_embed.requires_grad_(False)
+    model.s2d.unfreeze_backbone()  # no pre-trained ViT offline: the static stage trains it
     train, train_y = synthetic_clips(recipe.static_per_class, 1, seed=recipe.seed * 10 + 1, length=6)
     test, test_y = synthetic_clips(recipe.test_per_class, 1, seed=recipe.seed * 10 + 2, length=6)
     x, y = _normalise(train), torch.from_numpy(train_y)

@@ -8,7 +8,6 @@ The model card written next to it is the contract with the service.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -17,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import IMAGENET_MEAN, IMAGENET_STD, S2DModel
+from models import S2DModel, normalize_frames
 from s2d.card import CPU, CUDA, ModelCard, SourceCheckpoint, VariantSpec, parse_card
+from s2d.files import sha256_of
 from s2d.machine import cpu_name
-from s2d.store import ModelStore, StoredModel
+from s2d.store import MIN_AGREEMENT, ModelStore, StoredModel
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,9 @@ class UInt8ClipClassifier(nn.Module):
     def __init__(self, model: S2DModel):
         super().__init__()
         self.model = model.eval()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255)
-        self.register_buffer("inv_std", 1 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255))
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        clip = (frames.permute(0, 4, 1, 2, 3).float() - self.mean) * self.inv_std  # [B, 3, T, H, W]
-        logits, features = self.model(clip)
+        logits, features = self.model(normalize_frames(frames))
         return logits, logits.softmax(dim=-1), features
 
 
@@ -103,7 +100,6 @@ VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model
 VARIANT_PROVIDERS = {"fp32": [CPU, CUDA], "fp16": [CUDA], "int8": [CPU]}
 DEFAULT_VARIANTS = ("fp32", "fp16", "int8")
 EVAL_CLIPS = 32  # default clips each variant's top-1 agreement with PyTorch fp32 is measured on
-MIN_AGREEMENT = 0.99
 # int8 covers the linear layers and attention matmuls. Convolutions stay fp32: ONNX Runtime's ConvInteger (dynamic)
 # is slower than its fp32 convolution here, and the depth-wise landmark convolutions gain nothing from int8.
 # Measured on s2d_small, T=16, random weights, an earlier 2-core AVX-512 VNNI CPU (batch 1): fp32 0.16-0.19 clips/s;
@@ -271,14 +267,6 @@ def clips_per_second(session, clip: np.ndarray, repeats: int = 3) -> float:
 
 
 # --- the model folder and the store ----------------------------------------------------------------------------------
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_card(

@@ -64,8 +64,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
     if m.disable_tma:
         disable_temporal_modelling(model.s2d)
     if m.train_backbone:
-        for name, param in model.s2d.named_parameters():
-            param.requires_grad_(name != "pos_embed")
+        model.s2d.unfreeze_backbone()
     model.set_grad_checkpointing(m.grad_checkpointing)
     return model
 

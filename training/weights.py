@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from s2d.files import user_cache_dir
+
 log = logging.getLogger(__name__)
 
 HF_REPO = "cyinen/S2D"
@@ -374,7 +376,7 @@ def weights_dir() -> Path:
     """Direct downloads and files imported by hand: `$S2D_WEIGHTS_DIR`, else `~/.cache/s2d/weights`."""
     if os.environ.get("S2D_WEIGHTS_DIR"):
         return Path(os.environ["S2D_WEIGHTS_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2d" / "weights"
+    return user_cache_dir("s2d", "weights")
 
 
 def hub_endpoint() -> str:
@@ -386,7 +388,7 @@ def hub_cache_dir() -> Path:
     """The Hugging Face cache as huggingface_hub finds it ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    home = os.environ.get("HF_HOME") or user_cache_dir("huggingface")
     return Path(home).expanduser() / "hub"
 
 

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.config import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the model side
+from models.config import IMAGENET_MEAN, IMAGENET_STD
+from models.input import normalize_frames  # one definition, shared with the model side
 
 MAX_LEVEL = 10.0
 FILL = (128, 128, 128)  # timm's fill for pixels that geometric ops bring in from outside the frame
@@ -136,19 +137,10 @@ def crop_resize_clip(
     return out
 
 
-_MEAN_255 = torch.tensor(IMAGENET_MEAN).mul(255).view(3, 1, 1, 1)
-_INV_STD_255 = torch.tensor(IMAGENET_STD).mul(255).reciprocal().view(3, 1, 1, 1)
-
-
 def normalize_clip(clip: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float32 [3, T, H, W], (x/255 - mean)/std with ImageNet statistics.
-
-    One strided copy converts dtype and layout together; the affine step is then done in place."""
+    """uint8 [T, H, W, 3] -> float32 [3, T, H, W], (x/255 - mean)/std with ImageNet statistics (models.input)."""
     clip = np.ascontiguousarray(clip)  # a flipped view has negative strides, which torch cannot wrap
-    t, h, w, _ = clip.shape
-    out = torch.empty((3, t, h, w), dtype=torch.float32)
-    out.copy_(torch.from_numpy(clip).permute(3, 0, 1, 2))
-    return out.sub_(_MEAN_255).mul_(_INV_STD_255)
+    return normalize_frames(torch.from_numpy(clip)[None])[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
