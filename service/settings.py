@@ -65,8 +65,10 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(120.0, gt=0, description="deadline for one request, upload excluded: 504")
     warmup: bool = Field(True, description="run every batch size once at start-up before /readyz says ready")
+    # 20 s: with uvicorn's last 5 s after it, inside the 30 s that compose (stop_grace_period) and Kubernetes
+    # (terminationGracePeriodSeconds) wait before SIGKILL.
     shutdown_grace_s: float = Field(
-        30.0, ge=0, description="on SIGTERM, how long requests in flight may finish; then 503 shutting_down"
+        20.0, ge=0, description="on SIGTERM, how long requests in flight may finish; then 503 shutting_down"
     )
     pipeline_threads: int = Field(2, ge=1, description="threads decoding video and finding faces")
 
