@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 
-from training.data import augment as A
 from training.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,7 +19,6 @@ from training.data.augment import (
     Mixup,
     RandAugment,
     RandomErasing,
-    SoftTargetCrossEntropy,
     VideoTransform,
     apply_op,
     cutmix_box,
@@ -30,6 +28,8 @@ from training.data.augment import (
     random_resized_crop_params,
     smooth_one_hot,
 )
+from training.data.augment import rng as rng_module
+from training.losses import SoftTargetCrossEntropy
 
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
@@ -455,10 +455,10 @@ def test_seeded_rng_is_reproducible():
 
 
 def test_process_local_rng_is_recreated_after_fork(monkeypatch):
-    local = A._ProcessLocalRng()
+    local = rng_module._ProcessLocalRng()
     first = local.get()
     assert local.get() is first
-    monkeypatch.setattr(A.os, "getpid", lambda: -12345)
+    monkeypatch.setattr(rng_module.os, "getpid", lambda: -12345)
     assert local.get() is not first
 
 

@@ -21,10 +21,11 @@ from models import S2DNet, create_model
 from models.checkpoint import load_checkpoint, load_init_checkpoint, load_mobilefacenet_checkpoint, save_checkpoint
 
 from .config import TrainConfig
-from .data.augment import Mixup, SoftTargetCrossEntropy
+from .data.augment import Mixup
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .engine import StepSettings, evaluate, train_one_epoch
 from .loaders import build_eval_loader, build_splits, build_train_loader
+from .losses import SoftTargetCrossEntropy
 from .metrics import summarize, write_report
 from .optim import CosineSchedule, build_optimizer, scaled_lr
 from .sdl import EmotionAnchors
