@@ -49,10 +49,14 @@ COPY pyproject.toml docker/requirements.py /tmp/build/
 RUN python /tmp/build/requirements.py cpu > /tmp/build/requirements.txt \
  && pip install -r /tmp/build/requirements.txt \
  && rm -rf /tmp/build
-# Only what serving needs: the CLI and store (s2d/), the service; installed in place so its data files are found.
+# The package s2d in place (its data files are found there). models/ and training/ come as source because the
+# installed package maps them (s2d.models, s2d.training), but torch is not installed and the service never imports
+# them (the layering contracts in pyproject.toml, tests/test_layers.py).
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY s2d ./s2d
+COPY models ./models
+COPY training ./training
 COPY service ./service
 RUN pip install --no-deps -e . \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/s2d s2d
@@ -89,6 +93,8 @@ COPY --from=gpu-build /opt/s2d /opt/s2d
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY s2d ./s2d
+COPY models ./models
+COPY training ./training
 COPY service ./service
 # setuptools for the in-place install comes from pip's isolated build environment (the build has PyPI).
 RUN pip install --no-deps -e .

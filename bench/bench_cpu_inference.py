@@ -59,8 +59,7 @@ class Engine:
 
 def torch_engine(model, threads: int) -> Engine:
     import torch
-
-    from training.export import UInt8ClipClassifier
+    from s2d.training.export import UInt8ClipClassifier
 
     torch.set_num_threads(threads)
     wrapper = UInt8ClipClassifier(model).eval()
@@ -89,8 +88,7 @@ def ort_engine(name: str, path: Path, threads: int) -> Engine:
 def fit_head(model, clips: np.ndarray, labels: np.ndarray, ridge: float = 1.0) -> str:
     """Replace the classifier head with a ridge-regression read-out of standardised fp32 clip features."""
     import torch
-
-    from training.export import UInt8ClipClassifier
+    from s2d.training.export import UInt8ClipClassifier
 
     with torch.inference_mode():
         features = np.concatenate(
@@ -117,7 +115,7 @@ def margin_stats(logits: np.ndarray) -> dict:
 
 
 def agreement_figures(reference: np.ndarray, logits: np.ndarray) -> dict:
-    from training.export import agreement
+    from s2d.training.export import agreement
 
     figures = agreement(reference, logits)
     ref_top1 = reference.argmax(-1)
@@ -174,8 +172,7 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
-
-    from training.export import quantize_int8
+    from s2d.training.export import quantize_int8
 
     m, k, n = 16 * 197, 768, 3072
     rng = np.random.default_rng(0)
@@ -202,12 +199,11 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
 
 def build(args) -> tuple[object, str]:
     import torch
-
-    from models import create_model
+    from s2d.models import create_model
 
     torch.manual_seed(args.seed)
     if args.checkpoint:
-        from training.export import load_for_export
+        from s2d.training.export import load_for_export
 
         return load_for_export(args.checkpoint)[0].eval(), Path(args.checkpoint).name
     overrides = {"num_frames": args.frames} if args.frames else {}
@@ -215,7 +211,7 @@ def build(args) -> tuple[object, str]:
 
 
 def export_variants(model, folder: Path, recipes: list[str]) -> dict[str, Path]:
-    from training.export import export_onnx, quantize_int8
+    from s2d.training.export import export_onnx, quantize_int8
 
     paths = {"ort-fp32": export_onnx(model, folder / "model.onnx")}
     for recipe in recipes:
@@ -241,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit status 1 when the target is not met")
     args = parser.parse_args(argv)
 
-    from training.export import synthetic_clips
+    from s2d.training.export import synthetic_clips
 
     model, weights = build(args)
     cfg = model.config
@@ -283,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target >= {TARGET_SPEEDUP:g}x PyTorch fp32 at >= {100 * TARGET_AGREEMENT:g}% top-1 (batch 1): "
           f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
     if args.peak:  # what limits the speedup: the clip's FLOPs at each engine's matmul peak
-        from models.s2d import clip_flops
+        from s2d.models.s2d import clip_flops
 
         gflop = clip_flops(cfg)["total"] / 1e9
         peaks = matmul_peaks(args.threads)

@@ -24,14 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s2d.training.config import load_config
+from s2d.training.data.synthetic import make_synthetic_dfew
+from s2d.training.distributed import DistInfo
+from s2d.training.engine import StepSettings, train_one_epoch
+from s2d.training.loaders import build_splits, build_train_loader
+from s2d.training.optim import CosineSchedule, build_optimizer
+from s2d.training.train import build_criterion, build_mixup, build_model
+
 from bench.common import machine, write_report
-from training.config import load_config
-from training.data.synthetic import make_synthetic_dfew
-from training.distributed import DistInfo
-from training.engine import StepSettings, train_one_epoch
-from training.loaders import build_splits, build_train_loader
-from training.optim import CosineSchedule, build_optimizer
-from training.train import build_criterion, build_mixup, build_model
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -2,7 +2,7 @@
 
     python bench/load_streams.py --url http://127.0.0.1:8000 --streams 32 --fps 15 --seconds 60 --rounds 3
 
-Every stream sends the standard clip of `service.loadtest` (640x360, one real face: the scikit-image astronaut)
+Every stream sends the standard clip of `bench/loadtest.py` (640x360, one real face: the scikit-image astronaut)
 as JPEG frames in a loop, stamped with this process's clock, and reads every event. Per round it prints the
 frame-to-result latency (p50/p95: result received minus the timestamp of the frame that completed the window; also
 p50 per 10 s of the run, to show it stays bounded instead of growing), the server's drop rate (frames dropped /
@@ -58,9 +58,9 @@ class StreamOutcome:
 def clip_frames(quality: int = 80) -> list[bytes]:
     """JPEG frames of the standard 2 s 640x360 single-face clip."""
     import cv2
+    from s2d.service.media import iter_frames
 
-    from service.loadtest import standard_clip
-    from service.media import iter_frames
+    from bench.loadtest import standard_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         path = standard_clip(Path(tmp) / "clip.mp4")
@@ -71,10 +71,9 @@ def clip_frames(quality: int = 80) -> list[bytes]:
 
 async def one_stream(url: str, headers: dict, hello: dict, frames: list[bytes], fps: float, seconds: float,
                      start_at: float) -> StreamOutcome:  # fmt: skip
+    from s2d.service.streams import pack_frame
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
-
-    from service.streams import pack_frame
 
     out = StreamOutcome()
     ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/v1/stream"

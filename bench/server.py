@@ -22,7 +22,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 
 # sys.modules[name] = None makes `import name` raise ImportError.
-_BOOT = "import sys; sys.modules['torch'] = None; from service.server import serve; serve()"
+_BOOT = "import sys; sys.modules['torch'] = None; from s2d.service.server import serve; serve()"
 
 
 def free_port() -> int:

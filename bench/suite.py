@@ -212,7 +212,7 @@ def step_augment(ctx: Context, result: StepResult) -> None:
 
 def _loadtest(ctx: Context, result: StepResult, url: str, name: str, levels: list[str], requests: str) -> dict:
     out = ctx.runs / f"{name}-loadtest-{time.strftime('%H%M%S')}.json"
-    report = run_script(ctx, result, ["-m", "service.loadtest", "--url", url, "--concurrency", *levels,
+    report = run_script(ctx, result, ["bench/loadtest.py", "--url", url, "--concurrency", *levels,
                                       "--requests", requests, "--out", str(out)], report=out)  # fmt: skip
     for level in report["levels"]:
         t = level["server_timings_median_s"] or {}
@@ -234,10 +234,9 @@ def step_rest(ctx: Context, result: StepResult) -> None:
 def build_base_store(root: str | Path = BASE_STORE) -> Path:
     """Export a random-weight `s2d_base` (T=16, 7 classes, fp32 ONNX) into `root`; minutes on 2 cores."""
     import torch
-
-    from models import create_model
-    from training.data.layouts import DATASET_CLASSES
-    from training.export import export_to_store, synthetic_clips
+    from s2d.models import create_model
+    from s2d.training.data.layouts import DATASET_CLASSES
+    from s2d.training.export import export_to_store, synthetic_clips
 
     torch.manual_seed(0)
     classes = list(DATASET_CLASSES["dfew"])

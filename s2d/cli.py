@@ -19,7 +19,7 @@ def _model_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    from models import get_config, list_variants
+    from s2d.models import get_config, list_variants
 
     for name in list_variants():
         cfg = get_config(name)
@@ -29,7 +29,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from models import clip_flops, count_parameters, create_model
+    from s2d.models import clip_flops, count_parameters, create_model
 
     model = create_model(args.name, image=args.image, **_model_overrides(args))
     total, trainable = count_parameters(model.s2d)
@@ -82,9 +82,9 @@ def cmd_model_run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from models import create_model, get_config, normalize_frames
-    from models.checkpoint import load_any
-    from training.data.layouts import DATASET_CLASSES
+    from s2d.models import create_model, get_config, normalize_frames
+    from s2d.models.checkpoint import load_any
+    from s2d.training.data.layouts import DATASET_CLASSES
 
     if args.checkpoint:
         model = load_any(args.checkpoint, get_config(args.name, num_classes=args.num_classes), args.landmark)
@@ -114,8 +114,8 @@ def _setup_logging() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.train import run
+    from s2d.training.config import load_config
+    from s2d.training.train import run
 
     _setup_logging()
     config, overrides = args.config, list(args.overrides)
@@ -128,8 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from training.config import DataSection
-    from training.evaluation import evaluate_checkpoint
+    from s2d.training.config import DataSection
+    from s2d.training.evaluation import evaluate_checkpoint
 
     _setup_logging()
     data = DataSection(
@@ -147,8 +147,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.data.layouts import DATASET_CLASSES
-    from training.export import export_to_store, load_for_export, synthetic_clips
+    from s2d.training.data.layouts import DATASET_CLASSES
+    from s2d.training.export import export_to_store, load_for_export, synthetic_clips
 
     model, meta = load_for_export(args.checkpoint, args.landmark)
     classes = args.classes.split(",") if args.classes else meta.get("classes")
@@ -222,7 +222,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_demo_build(args: argparse.Namespace) -> int:
     import logging
 
-    from training.demo import DemoRecipe, build_demo
+    from s2d.training.demo import DemoRecipe, build_demo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stored, metrics = build_demo(args.store, DemoRecipe(seed=args.seed), variants=tuple(args.variants.split(",")))
@@ -233,7 +233,7 @@ def cmd_demo_build(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     import logging
 
-    from training.baseline import BaselineError, build_baseline, fetch_weights
+    from s2d.training.baseline import BaselineError, build_baseline, fetch_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -249,7 +249,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _weights_call(fn, *a, **kw) -> int:
-    from training.weights import WeightsError
+    from s2d.training.weights import WeightsError
 
     try:
         result = fn(*a, **kw)
@@ -272,7 +272,7 @@ def _export_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    from training.weights import Lock, default_lock_path, describe_pin, load_registry
+    from s2d.training.weights import Lock, default_lock_path, describe_pin, load_registry
 
     lock = Lock.load(args.lock or default_lock_path(args.store))
     for entry in load_registry(args.registry).values():
@@ -284,7 +284,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_pull(args: argparse.Namespace) -> int:
-    from training.weights import load_registry, pull
+    from s2d.training.weights import load_registry, pull
 
     registry = load_registry(args.registry)
     return _weights_call(
@@ -300,7 +300,7 @@ def cmd_weights_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_import(args: argparse.Namespace) -> int:
-    from training.weights import import_file, load_registry
+    from s2d.training.weights import import_file, load_registry
 
     registry = load_registry(args.registry)
     return _weights_call(
@@ -323,9 +323,9 @@ def add_variant_args(p: argparse.ArgumentParser, default: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the REST service (settings: S2D_* variables, --settings FILE, and the flags given here)."""
-    from service.engine import ProviderUnavailableError
-    from service.server import serve
-    from service.settings import load_settings
+    from s2d.service.engine import ProviderUnavailableError
+    from s2d.service.server import serve
+    from s2d.service.settings import load_settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("model_store", args.store)) if v}
     if args.providers:
@@ -340,11 +340,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run the service pipeline on one video without a server: JSON, PNG timeline, optional annotated video."""
-    from service.engine import ProviderUnavailableError
-    from service.errors import ServiceError
-    from service.predict import annotate_video, plot_timeline, predict_video
-    from service.schemas import ClassifyOptions
-    from service.settings import load_settings
+    from s2d.service.engine import ProviderUnavailableError
+    from s2d.service.errors import ServiceError
+    from s2d.service.predict import annotate_video, plot_timeline, predict_video
+    from s2d.service.schemas import ClassifyOptions
+    from s2d.service.settings import load_settings
 
     source = Path(args.video)
     if not source.exists():

@@ -18,41 +18,34 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service import metrics
-from service.capacity import Slots
-from service.errors import (
+from s2d.service import metrics
+from s2d.service.capacity import Slots
+from s2d.service.errors import (
     InvalidParametersError,
     MethodNotAllowedError,
     NotFoundError,
     ServiceError,
     UndecodableError,
+    error_response,
 )
-from service.gpu import install_gpu_metrics
-from service.pipeline import Limits
-from service.registry import ModelRegistry
-from service.routes import classify, health, models, stream
-from service.settings import Settings, load_settings
-from service.shutdown import Shutdown
-from service.uploads import (
+from s2d.service.gpu import install_gpu_metrics
+from s2d.service.middleware import RequestContextMiddleware
+from s2d.service.pipeline import Limits
+from s2d.service.registry import ModelRegistry
+from s2d.service.routes import classify, health, models, stream
+from s2d.service.settings import Settings, load_settings
+from s2d.service.shutdown import Shutdown
+from s2d.service.uploads import (
     SPOOL_PREFIX,
     UploadAborted,
     UploadPace,
     remove_own_spool_files,
     sweep_stale_spool_files,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 _UPLOAD_PATH = re.compile(rf"[^\s'\"]*{re.escape(SPOOL_PREFIX)}[^\s'\"]*")
-
-
-def error_response(err: ServiceError, request_id: str | None) -> JSONResponse:
-    metrics.ERRORS.labels(err.code).inc()
-    body = {"error": {"code": err.code, "message": err.message, "request_id": request_id}}
-    if err.details:
-        body["error"]["details"] = err.details
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
 def _request_id(request: Request) -> str | None:
@@ -87,7 +80,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": {"code": "client_closed", "message": "client disconnected"}}, status_code=499)
 
     try:  # media errors carry their own stable code and status (service.media, the face pipeline's decoder)
-        from service.media import MediaError
+        from s2d.service.media import MediaError
 
         @app.exception_handler(MediaError)
         async def media_error(request: Request, err: MediaError) -> JSONResponse:
@@ -170,8 +163,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    from service.middleware import RequestContextMiddleware
-
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(RequestContextMiddleware, api_key=api_key)  # outermost: ids and auth before anything else
     return app

@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from service import metrics
-from service.engine import ModelOutput, OnnxClassifier
-from service.errors import BusyError, DeadlineError
+from s2d.service import metrics
+from s2d.service.engine import ModelOutput, OnnxClassifier
+from s2d.service.errors import BusyError, DeadlineError
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ import re
 import time
 import uuid
 
+from s2d.service import metrics
+from s2d.service.errors import UnauthorizedError, error_response
+from s2d.service.logs import request_id_var
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
-from service.errors import UnauthorizedError
-from service.logs import request_id_var
-
-log = logging.getLogger("service.access")
+log = logging.getLogger("s2d.service.access")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})  # "/": the webcam page, which asks for the key itself
 PUBLIC_PREFIXES = ("/static/",)  # the page's scripts and styles
@@ -51,8 +50,6 @@ class RequestContextMiddleware:
 
         try:
             if self._needs_key(scope) and not self._authorised(headers):
-                from service.app import error_response  # the one place error bodies are made
-
                 if scope["type"] == "websocket":  # the stream endpoint closes with a policy-violation code
                     await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
                     return

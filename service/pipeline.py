@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from service import metrics
-from service.errors import InvalidParametersError, NoFramesError
-from service.registry import LoadedModel
-from service.schemas import (
+from s2d.service import metrics
+from s2d.service.errors import InvalidParametersError, NoFramesError
+from s2d.service.registry import LoadedModel
+from s2d.service.schemas import (
     ClassifyOptions,
     ClassifyResponse,
     ModelRef,
@@ -36,10 +35,10 @@ from service.schemas import (
     WindowResult,
     WindowSpec,
 )
-from service.smoothing import EmaSmoother
+from s2d.service.smoothing import EmaSmoother
 
 if TYPE_CHECKING:
-    from service.faces import Window
+    from s2d.service.faces import Window
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def resolve_window(card_window: float, options: ClassifyOptions, limits: Limits)
 
 
 def _media_limits(limits: Limits):
-    from service.media import MediaLimits
+    from s2d.service.media import MediaLimits
 
     # Bytes are limited by the upload reader (while streaming); here: pixels and duration.
     return MediaLimits(max_pixels=limits.max_pixels, max_duration_s=limits.max_video_seconds, max_bytes=None)
@@ -114,7 +113,7 @@ def _timed_frames(frames: Iterator, stats: Stats) -> Iterator:
 
 def _video_frames(source: Path, filename: str | None, limits: Limits, stats: Stats) -> Iterator:
     """`service.media.Frame`s of a video file, after probing it (size, duration, codec) into `stats.info`."""
-    from service.media import iter_frames, probe
+    from s2d.service.media import iter_frames, probe
 
     media_limits = _media_limits(limits)
     info = probe(source, filename=filename, limits=media_limits)
@@ -127,7 +126,7 @@ def _video_frames(source: Path, filename: str | None, limits: Limits, stats: Sta
 
 def _image_folder_frames(folder: Path, fps: float, limits: Limits, stats: Stats) -> Iterator:
     """A folder of frames (a dataset clip), ordered by the number in their names, timed at `fps`."""
-    from service.media import IMAGE_EXTENSIONS, Frame, iter_frames
+    from s2d.service.media import IMAGE_EXTENSIONS, Frame, iter_frames
 
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_frame_number)
     if not files:
@@ -164,8 +163,7 @@ def aligned_windows(
 ) -> Iterator[Window]:
     """Every frame is already the aligned face crop of one person (track 0): resize to size x size, no detection."""
     import cv2
-
-    from service.faces import WindowBuilder
+    from s2d.service.faces import WindowBuilder
 
     builder = WindowBuilder(num_frames, window_s, hop_s)
     for frame in frames:
@@ -182,7 +180,7 @@ _local = threading.local()  # per pipeline thread: {backend: detector}
 
 def _detector(backend: str | None):
     """One detector per pipeline thread and backend (created on first use, kept for the next requests)."""
-    from service.faces import DEFAULT_BACKEND, create_detector
+    from s2d.service.faces import DEFAULT_BACKEND, create_detector
 
     backend = backend or DEFAULT_BACKEND
     cache = _local.__dict__.setdefault("detectors", {})
@@ -195,7 +193,7 @@ def face_windows(
     frames: Iterator, num_frames: int, window_s: float, hop_s: float, limits: Limits, stats: Stats
 ) -> Iterator[Window]:
     """Detect, track and align every face (service.faces.FacePipeline); windows per track."""
-    from service.faces import FacePipeline
+    from s2d.service.faces import FacePipeline
 
     pipeline = FacePipeline(_detector(limits.detector), num_frames, window_s, hop_s, detect_every=limits.detect_every)
     for frame in frames:

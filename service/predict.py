@@ -9,11 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from service.pipeline import Limits, analyse_video
-from service.registry import ModelRegistry
-from service.schemas import ClassifyOptions, ClassifyResponse
-from service.settings import Settings
+from s2d.service.pipeline import Limits, analyse_video
+from s2d.service.registry import ModelRegistry
+from s2d.service.schemas import ClassifyOptions, ClassifyResponse
+from s2d.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ def annotate_video(source: Path, result: ClassifyResponse, path: Path) -> Path:
     """Re-decode the video and draw each person's box and current label; h264 mp4."""
     import av
     import cv2
-
-    from service.media import iter_frames
+    from s2d.service.media import iter_frames
 
     fps = result.video.fps or 25.0
     with av.open(str(path), "w") as out:

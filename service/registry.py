@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from s2d.service import metrics
+from s2d.service.batcher import Batcher
+from s2d.service.engine import OnnxClassifier, check_providers, choose_variant
+from s2d.service.errors import NotReadyError, UnknownModelError
+from s2d.service.settings import Settings
+
 from s2d.store import ModelStore, StoredModel, preferred
-from service import metrics
-from service.batcher import Batcher
-from service.engine import OnnxClassifier, check_providers, choose_variant
-from service.errors import NotReadyError, UnknownModelError
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

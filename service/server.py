@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from service.settings import Settings, load_settings
+from s2d.service.settings import Settings, load_settings
 
 # After the drain (service.shutdown) nothing is in flight; this bounds what uvicorn waits for then (a stream client
 # that never answers the close, a response still being written).
@@ -42,11 +42,10 @@ def _draining_server(config, drain):
 
 def serve(settings: Settings | None = None) -> None:
     import uvicorn
+    from s2d.service.app import create_app, drain
+    from s2d.service.engine import check_providers
+    from s2d.service.logs import configure_logging
     from uvicorn.main import STARTUP_FAILURE
-
-    from service.app import create_app, drain
-    from service.engine import check_providers
-    from service.logs import configure_logging
 
     settings = settings or load_settings()
     configure_logging(settings.log_format, settings.log_level)

@@ -19,8 +19,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from service import metrics
-from service.errors import ShuttingDownError
+from s2d.service import metrics
+from s2d.service.errors import ShuttingDownError
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05

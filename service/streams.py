@@ -73,10 +73,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-from service import metrics
-from service.errors import BusyError, DeadlineError
-from service.smoothing import EmaSmoother, Hysteresis
+from s2d.service import metrics
+from s2d.service.errors import BusyError, DeadlineError
+from s2d.service.smoothing import EmaSmoother, Hysteresis
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +153,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
     checked from the image header before decoding (service.media, as for uploads)."""
     import cv2
-
-    from service.media import MediaError, MediaLimits, check_size, image_size
+    from s2d.service.media import MediaError, MediaLimits, check_size, image_size
 
     size = image_size(data)
     if size is None:
@@ -361,7 +359,7 @@ class LiveStream:
     """
 
     def __init__(self, hello: StreamHello, model, window_s: float, hop_s: float, config: StreamConfig, executor):
-        from service.faces import FacePipeline, WindowBuilder
+        from s2d.service.faces import FacePipeline, WindowBuilder
 
         self.hello, self.model, self.config, self.executor = hello, model, config, executor
         card = model.stored.card
@@ -456,13 +454,13 @@ class LiveStream:
 
     def _detect(self, frame: FrameMessage) -> tuple[list, list, tuple[int, int]]:
         """Decode, find faces, cut windows: (tracks, windows, (width, height))."""
-        from service.media import Frame
+        from s2d.service.media import Frame
 
         image = decode_image(frame.payload, self.config.max_pixels)
         t = (frame.ts - self._t0_ms) / 1000.0
         h, w = image.shape[:2]
         if self.pipeline is not None:
-            from service.pipeline import _detector  # the per-thread detector cache REST uses too
+            from s2d.service.pipeline import _detector  # the per-thread detector cache REST uses too
 
             self.pipeline.detector = _detector(self.config.detector)
             tracks, windows = self.pipeline.push(Frame(index=frame.seq, t=t, image=image))

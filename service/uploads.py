@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from s2d.service import metrics
+from s2d.service.errors import BadRequestError, TooLargeError, UnsupportedMediaError, UploadTimeoutError
 from starlette.requests import ClientDisconnect, Request
-
-from service import metrics
-from service.errors import BadRequestError, TooLargeError, UnsupportedMediaError, UploadTimeoutError
 
 log = logging.getLogger(__name__)
 

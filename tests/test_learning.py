@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models import create_model
-from training.config import load_config
-from training.data.synthetic import EXPRESSIONS
-from training.demo import DemoRecipe, OrderRecipe, train_order, train_static
-from training.train import build_model
+from s2d.models import create_model
+from s2d.training.config import load_config
+from s2d.training.data.synthetic import EXPRESSIONS
+from s2d.training.demo import DemoRecipe, OrderRecipe, train_order, train_static
+from s2d.training.train import build_model
 
 STATIC = DemoRecipe(static_per_class=24, static_steps=400, test_per_class=6)  # see OrderRecipe: 200 is too few
 

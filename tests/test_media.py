@@ -10,8 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-
-from service.media import (
+from s2d.service.media import (
     MediaError,
     MediaLimits,
     MediaTooLargeError,
@@ -21,6 +20,7 @@ from service.media import (
     iter_frames,
     probe,
 )
+
 from tests.faces_helpers import write_video
 
 
@@ -187,5 +187,5 @@ def test_duration_limit(tmp_path):
 
 
 def test_service_does_not_import_torch():
-    code = "import sys, service.media, service.faces; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, s2d.service.media, s2d.service.faces; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -28,9 +28,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from s2d.service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 
 from bench.server import REPO, free_port, running_server, stop_process, wait_until_ready
-from service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 
 PROMETHEUS = shutil.which("prometheus")
@@ -167,7 +167,8 @@ def _classify(server, video: Path, **params) -> httpx.Response:
 def _stream(server) -> dict | None:
     """One short live stream on aligned frames with one out-of-order frame; None when there is no stream route."""
     try:
-        import service.routes.stream  # noqa: F401 - the WebSocket route is part of this build
+        import s2d.service.routes.stream  # noqa: F401 - the WebSocket route is part of this build
+
         from tests.stream_helpers import StreamClient, aligned_frames
     except ImportError:
         return None
@@ -316,7 +317,7 @@ def test_shipped_prometheus_config_is_valid():
 
 def test_preinitialised_reasons_cover_the_code():
     """Every reason the code counts has a zero series from the start (service.metrics' lists), so dashboards show 0."""
-    from service import metrics, streams
+    from s2d.service import metrics, streams
 
     assert set(streams.FRAME_DROP_REASONS) <= set(metrics.FRAME_DROP_REASONS)
     assert set(streams.WINDOW_DROP_REASONS) <= set(metrics.WINDOW_DROP_REASONS)
@@ -365,7 +366,7 @@ def test_gpu_provider_without_a_driver_starts_without_gpu_series(caplog):
     except pynvml.NVMLError:
         pass
     registry = CollectorRegistry()
-    with caplog.at_level(logging.INFO, logger="service.gpu"):
+    with caplog.at_level(logging.INFO, logger="s2d.service.gpu"):
         assert install_gpu_metrics(["CUDAExecutionProvider", "CPUExecutionProvider"], 0, registry=registry) is None
     assert "GPU metrics off: NVML is not usable" in caplog.text
     assert b"s2d_gpu" not in generate_latest(registry)
@@ -373,7 +374,7 @@ def test_gpu_provider_without_a_driver_starts_without_gpu_series(caplog):
 
 def test_gpu_metrics_without_nvidia_ml_py(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # what `import pynvml` does when the package is absent
-    with caplog.at_level(logging.INFO, logger="service.gpu"):
+    with caplog.at_level(logging.INFO, logger="s2d.service.gpu"):
         assert open_gpu(0) is None
     assert "nvidia-ml-py is not installed" in caplog.text
 

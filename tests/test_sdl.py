@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from training.sdl import EmotionAnchors, SDLConfig, sdl_loss, sdl_weight
+from s2d.training.sdl import EmotionAnchors, SDLConfig, sdl_loss, sdl_weight
 
 
 def anchors_with(queue, probe, mode="fixed", top_k=1):

@@ -95,9 +95,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 
 def test_service_modules_never_import_torch():
     code = (
-        "import sys, service.app, service.server, service.pipeline, service.batcher, service.engine; "
-        "import service.routes.classify; loaded = [m for m in sys.modules if m.split('.')[0] == 'torch']; "
-        "assert not loaded, loaded"
+        "import sys, s2d.service.app, s2d.service.server, s2d.service.pipeline, s2d.service.batcher; "
+        "import s2d.service.engine, s2d.service.routes.classify; "
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not loaded, loaded"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -306,14 +306,14 @@ def test_metrics_openapi_cors_and_request_ids(server, videos):
 def test_asking_for_cuda_without_it_fails_at_start_up(store):
     env = {"S2D_MODEL_STORE": str(store), "S2D_PROVIDERS": "cuda,cpu", "PYTHONPATH": str(REPO), "PATH": "/usr/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "service"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "s2d.service"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0
     assert "CUDAExecutionProvider" in result.stderr and "not available" in result.stderr
 
 
 def test_settings_from_a_toml_file_and_the_environment(tmp_path, monkeypatch):
-    from service.settings import load_settings
+    from s2d.service.settings import load_settings
 
     path = tmp_path / "s2d.toml"
     path.write_text('max_batch = 3\nproviders = ["cpu"]\ncors_origins = ["http://a"]\n')

@@ -28,9 +28,9 @@ def _demo_model():
 def _synthetic_video(path: Path, expression: str, seed: int) -> Path:
     """A drawn person (training/data/synthetic.py) whose `expression` develops, 256 px inside a 640x360 frame."""
     import cv2
+    from s2d.training.data.synthetic import render_clip
 
     from tests.faces_helpers import backdrop, write_video
-    from training.data.synthetic import render_clip
 
     rng = np.random.default_rng(seed)
     faces = render_clip(expression, int(SECONDS * FPS), 256, rng)

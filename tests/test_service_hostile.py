@@ -93,7 +93,7 @@ def test_stalled_uploads_hold_no_request_slot_and_get_408_in_time(store, tmp_pat
 
 
 def test_upload_pace_is_the_earlier_of_the_rate_and_the_total_deadline():
-    from service.uploads import UploadPace
+    from s2d.service.uploads import UploadPace
 
     pace = UploadPace(timeout_s=60, min_bytes_per_s=1000, grace_s=10)
     assert (pace.due(0), pace.due(20_000), pace.due(10**9)) == (10, 30, 60)

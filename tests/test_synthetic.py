@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from training.data.layouts import DATASET_CLASSES, load_index
-from training.data.synthetic import draw_face, intensity_curve, make_synthetic_dfew
+from s2d.training.data.layouts import DATASET_CLASSES, load_index
+from s2d.training.data.synthetic import draw_face, intensity_curve, make_synthetic_dfew
 
 SMALL = {"clips_per_class": 3, "num_frames": 4, "size": 48}
 

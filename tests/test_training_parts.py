@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from models import create_model
-from training.config import load_config
-from training.metrics import confusion_matrix, summarize, write_report
-from training.optim import CosineSchedule, build_optimizer, parameter_groups, scaled_lr
+from s2d.models import create_model
+from s2d.training.config import load_config
+from s2d.training.metrics import confusion_matrix, summarize, write_report
+from s2d.training.optim import CosineSchedule, build_optimizer, parameter_groups, scaled_lr
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -109,7 +108,7 @@ def test_a_typo_or_a_bad_choice_in_a_recipe_is_an_error(override, message):
 
 
 def test_model_num_classes_is_checked_against_the_dataset():
-    from training.train import build_model
+    from s2d.training.train import build_model
 
     cfg = load_config(None, ["model.name=s2d_tiny", "model.depth=1", "model.num_classes=11", "model.num_frames=2"])
     with pytest.raises(ValueError, match=r"model\.num_classes=11, the dataset has 7"):

@@ -10,11 +10,10 @@ import sys
 
 import pytest
 import torch
-
-from models.checkpoint import load_checkpoint
-from training.config import load_config
-from training.data.synthetic import make_synthetic_dfew
-from training.train import run
+from s2d.models.checkpoint import load_checkpoint
+from s2d.training.config import load_config
+from s2d.training.data.synthetic import make_synthetic_dfew
+from s2d.training.train import run
 
 
 @pytest.fixture(scope="module")

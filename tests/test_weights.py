@@ -24,13 +24,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-from models import create_model
-from s2d.cli import build_parser, main
-from s2d.store import ModelStore
-from tests.helpers import randomize_
-from training.export import synthetic_clips
-from training.weights import (
+from s2d.models import create_model
+from s2d.training.export import synthetic_clips
+from s2d.training.weights import (
     DEFAULT_REGISTRY,
     HF_REPO,
     LOCK_FILE,
@@ -47,6 +43,10 @@ from training.weights import (
     pull,
     release_of,
 )
+
+from s2d.cli import build_parser, main
+from s2d.store import ModelStore
+from tests.helpers import randomize_
 
 REV_A = "0123456789abcdef0123456789abcdef01234567"
 REV_B = "89abcdef0123456789abcdef0123456789abcdef"
@@ -241,7 +241,7 @@ def test_the_first_pull_trusts_the_hub_once_writes_the_lock_and_exports(env, cap
     assert card.training["provenance"]["revision"] == REV_A and card.training["provenance"]["file"] == DFEW
     # the served graph gives the released network's logits (landmark weights included)
     session = ort.InferenceSession(str(stored.variant_path("fp32")), providers=["CPUExecutionProvider"])
-    from training.export import torch_logits
+    from s2d.training.export import torch_logits
 
     np.testing.assert_allclose(session.run(["logits"], {"frames": clips})[0], torch_logits(env.model, clips), atol=1e-4)
 

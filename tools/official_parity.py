@@ -113,7 +113,7 @@ def main() -> int:
     state, mfn_state = official.state_dict(), mfn.state_dict()
     del official
 
-    from models import create_model  # our implementation, from the repository root
+    from s2d.models import create_model  # our implementation, from the repository root
 
     overrides = {} if args.frames == 16 else {"num_frames": args.frames}
     model = create_model("s2d_base", num_classes=7, **overrides)

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models import S2DModel, create_model, normalize_frames
-from training.data.synthetic import EXPRESSIONS, render_aligned_clip
-from training.optim import CosineSchedule, build_optimizer
+from s2d.models import S2DModel, create_model, normalize_frames
+from s2d.training.data.synthetic import EXPRESSIONS, render_aligned_clip
+from s2d.training.optim import CosineSchedule, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def train_order(
     """Stage 2 on the temporal-order task from the static weights; `temporal=False` trains the ablation without TMAs
     and temporal embedding (exactly order-invariant). Returns the model and its held-out accuracy (chance 50%), and
     for the video model also that of its trained weights with temporal modelling removed."""
-    from training.train import disable_temporal_modelling
+    from s2d.training.train import disable_temporal_modelling
 
     torch.manual_seed(recipe.seed + 2)
     model = video_from_static(recipe, static, num_classes=2)
@@ -248,7 +247,7 @@ def _fit_logged(model, x, y, steps, batch, lr, seed, stage: str, log_every: int,
 
 def build_demo(store_root: str | Path | None = None, recipe: DemoRecipe = DemoRecipe(), *, variants=("fp32", "int8")):
     """Train both stages deterministically and export the video model into the model store as the demo model."""
-    from training.export import export_to_store
+    from s2d.training.export import export_to_store
 
     torch.set_num_threads(recipe.threads)
     start = time.perf_counter()
@@ -269,7 +268,7 @@ def build_demo(store_root: str | Path | None = None, recipe: DemoRecipe = DemoRe
         description=(
             "DEMO MODEL: knows the project's drawn synthetic faces only, not real people. Trained by `s2d demo build`."
         ),
-        training={"recipe": asdict(recipe), "data": "training/data/synthetic.py, aligned by service.faces.align"},
+        training={"recipe": asdict(recipe), "data": "training/data/synthetic.py, aligned by s2d.service.faces.align"},
         metrics=metrics,
     )
     log.info("demo model written to %s: %s", stored.path, metrics)

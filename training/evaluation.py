@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models import get_config
-from models.checkpoint import load_any
+from s2d.models import get_config
+from s2d.models.checkpoint import load_any
 
 from .config import DataSection, ModelSection, TrainConfig
 from .distributed import cleanup, init_distributed

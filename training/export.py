@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from s2d.models import S2DModel, normalize_frames
 from torch import nn
 
-from models import S2DModel, normalize_frames
 from s2d.card import CPU, CUDA, ModelCard, SourceCheckpoint, VariantSpec, parse_card
 from s2d.files import sha256_of
 from s2d.machine import cpu_name
@@ -116,7 +116,7 @@ INT8_REDUCE_RANGE = False
 
 def synthetic_clips(count: int, num_frames: int, size: int = 224, seed: int = 0) -> np.ndarray:
     """Procedural face clips, one random expression each: uint8 [N, T, size, size, 3]. Default agreement set."""
-    from training.data.synthetic import EXPRESSIONS, render_clip
+    from s2d.training.data.synthetic import EXPRESSIONS, render_clip
 
     rng = np.random.default_rng(seed)
     clips = [render_clip(EXPRESSIONS[i % len(EXPRESSIONS)], num_frames, size, rng) for i in range(count)]
@@ -386,8 +386,8 @@ def _ort_version() -> str:
 
 def load_for_export(checkpoint: str | Path, landmark: str | Path | None = None) -> tuple[S2DModel, dict]:
     """Our .safetensors checkpoint (metadata with class names) or an official .pth (+ MobileFaceNet weights)."""
-    from models import get_config
-    from models.checkpoint import load_any, load_checkpoint
+    from s2d.models import get_config
+    from s2d.models.checkpoint import load_any, load_checkpoint
 
     if str(checkpoint).endswith(".safetensors"):
         return load_checkpoint(checkpoint)

@@ -663,11 +663,12 @@ def convert(
     **export_options,
 ):
     """Official checkpoint (+ MobileFaceNet) -> our model -> the model store, with a card saying where it came from."""
-    from models import get_config
-    from models.checkpoint import CheckpointError, load_mobilefacenet_checkpoint, model_from_official
+    from s2d.models import get_config
+    from s2d.models.checkpoint import CheckpointError, load_mobilefacenet_checkpoint, model_from_official
+    from s2d.training.data.layouts import DATASET_CLASSES
+    from s2d.training.export import export_to_store
+
     from s2d.card import SourceCheckpoint
-    from training.data.layouts import DATASET_CLASSES
-    from training.export import export_to_store
 
     entry = fetched.entry
     try:

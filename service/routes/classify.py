@@ -11,12 +11,11 @@ from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-
-from service import metrics
-from service.errors import BusyError, DeadlineError, error_responses
-from service.pipeline import analyse_video
-from service.schemas import ClassifyOptions, ClassifyResponse
-from service.uploads import Upload, UploadAborted, receive_upload
+from s2d.service import metrics
+from s2d.service.errors import BusyError, DeadlineError, error_responses
+from s2d.service.pipeline import analyse_video
+from s2d.service.schemas import ClassifyOptions, ClassifyResponse
+from s2d.service.uploads import Upload, UploadAborted, receive_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["classification"])

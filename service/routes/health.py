@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from service.errors import NotReadyError, ShuttingDownError, error_responses
-from service.schemas import HealthResponse
+from s2d.service.errors import NotReadyError, ShuttingDownError, error_responses
+from s2d.service.schemas import HealthResponse
 
 router = APIRouter(tags=["operations"])
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-
-from service.errors import error_responses
-from service.schemas import ModelsResponse
+from s2d.service.errors import error_responses
+from s2d.service.schemas import ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -13,12 +13,11 @@ from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
-
-from service import metrics
-from service.errors import NotReadyError, ServiceError, UnknownModelError
-from service.memory import IDLE_RELEASE_S, release_memory
-from service.pipeline import resolve_window
-from service.streams import (
+from s2d.service import metrics
+from s2d.service.errors import NotReadyError, ServiceError, UnknownModelError
+from s2d.service.memory import IDLE_RELEASE_S, release_memory
+from s2d.service.pipeline import resolve_window
+from s2d.service.streams import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_POLICY,

@@ -343,7 +343,7 @@ def render_aligned_clip(
     5-point alignment (`service.faces.align`) to the canonical 224x224 crop. The keypoints are the drawn ones plus
     Gaussian noise of `keypoint_noise` pixels, standing in for a detector's error.
     """
-    from service.faces.align import align_face  # numpy + OpenCV only: the crops the served model will be given
+    from s2d.service.faces.align import align_face  # numpy + OpenCV only: the crops the served model will be given
 
     style = random_style(rng)
     backdrop = _background(style, canvas)

@@ -24,7 +24,7 @@ state, so workers would repeat each other's augmentations; when no rng is given 
 generator lazily in each process instead.
 """
 
-from models.config import IMAGENET_MEAN, IMAGENET_STD
+from s2d.models.config import IMAGENET_MEAN, IMAGENET_STD
 
 from .clip import crop_resize_clip, normalize_clip, random_resized_crop_params, resize_clip
 from .erasing import RandomErasing

@@ -1,7 +1,7 @@
 """Benchmark a running service: requests/s and p50/p95 latency at several concurrencies, and the share of time
 spent outside the model (from the server's own timings).
 
-    python -m service.loadtest --url http://127.0.0.1:8000 --video clip.mp4 --concurrency 1 4 16 --requests 32
+    python bench/loadtest.py --url http://127.0.0.1:8000 --video clip.mp4 --concurrency 1 4 16 --requests 32
 
 Without --video it makes the standard clip: 2 s, 640x360, 25 fps, one face (the scikit-image astronaut when
 scikit-image is installed, else a drawn face), h264. Prints one line per concurrency and writes JSON with --out.
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         report = {
-            "command": " ".join(["python -m service.loadtest", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python bench/loadtest.py", *(argv if argv is not None else sys.argv[1:])]),
             "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
             "server": args.url, "model": models["default"], "mode": args.mode, "requests_per_level": args.requests,
             "levels": figures,

@@ -1,0 +1,38 @@
+"""The layering contracts of pyproject.toml hold, and adding a forbidden import breaks the check (import-linter on the
+sources laid out as installed: tools/check_layers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.check_layers import check, installed_layout
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    return installed_layout(tmp_path_factory.mktemp("layers"))
+
+
+def test_every_layering_contract_holds(layout):
+    result = check(layout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("s2d/service/app.py", "import torch", "The service never imports torch"),
+        ("s2d/service/routes/models.py", "from s2d.training import export", "The service never imports torch"),
+        ("s2d/models/vit.py", "from s2d.service import schemas", "Layers"),
+        ("s2d/card.py", "import s2d.store", "Layers"),
+        ("s2d/service/metrics.py", "from s2d.service import app", "No import cycles"),
+    ],
+)
+def test_a_forbidden_import_breaks_the_check(tmp_path, module, line, broken):
+    layout = installed_layout(tmp_path)
+    path = layout / module
+    path.write_text(path.read_text() + f"\n{line}  # added by the test\n")
+    result = check(layout)
+    assert result.returncode != 0
+    assert f"{broken}" in result.stdout.split("Broken contracts")[-1], result.stdout
