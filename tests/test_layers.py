@@ -36,3 +36,26 @@ def test_a_forbidden_import_breaks_the_check(tmp_path, module, line, broken):
     result = check(layout)
     assert result.returncode != 0
     assert f"{broken}" in result.stdout.split("Broken contracts")[-1], result.stdout
+
+
+def test_the_wheel_holds_one_top_level_name_and_the_service_data(tmp_path):
+    """`pip install .` adds `s2d` and nothing else (no top-level `models`, `training` or `service`)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tools.check_layers import REPO
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(tmp_path)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("s2d-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        "s2d",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
+    for module in ("s2d/models/s2d.py", "s2d/training/train.py", "s2d/service/app.py", "s2d/cli.py"):
+        assert module in names
+    assert "s2d/service/static/index.html" in names and "s2d/card.schema.json" in names
