@@ -46,16 +46,11 @@ def test_the_wheel_holds_one_top_level_name_and_the_service_data(tmp_path):
 
     from tools.check_layers import REPO
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(tmp_path)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO)]
+    subprocess.run([*build, "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("s2d-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {
-        "s2d",
-        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
-    }
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"s2d"}
     for module in ("s2d/models/s2d.py", "s2d/training/train.py", "s2d/service/app.py", "s2d/cli.py"):
         assert module in names
     assert "s2d/service/static/index.html" in names and "s2d/card.schema.json" in names
