@@ -21,9 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2d.training.data.augment import RandAugment, VideoTransform
-
 from bench.common import machine, write_report
+from s2d.training.data.augment import RandAugment, VideoTransform
 
 
 def time_transform(transform: VideoTransform, clips: list[np.ndarray], repeats: int) -> dict:

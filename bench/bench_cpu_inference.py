@@ -59,6 +59,7 @@ class Engine:
 
 def torch_engine(model, threads: int) -> Engine:
     import torch
+
     from s2d.training.export import UInt8ClipClassifier
 
     torch.set_num_threads(threads)
@@ -88,6 +89,7 @@ def ort_engine(name: str, path: Path, threads: int) -> Engine:
 def fit_head(model, clips: np.ndarray, labels: np.ndarray, ridge: float = 1.0) -> str:
     """Replace the classifier head with a ridge-regression read-out of standardised fp32 clip features."""
     import torch
+
     from s2d.training.export import UInt8ClipClassifier
 
     with torch.inference_mode():
@@ -172,6 +174,7 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
+
     from s2d.training.export import quantize_int8
 
     m, k, n = 16 * 197, 768, 3072
@@ -199,6 +202,7 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
 
 def build(args) -> tuple[object, str]:
     import torch
+
     from s2d.models import create_model
 
     torch.manual_seed(args.seed)

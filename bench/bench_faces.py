@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine, spread, time_call, write_report
 from s2d.service.faces import FacePipeline, create_detector
 from s2d.service.media import iter_frames
-
-from bench.common import machine, spread, time_call, write_report
 from tests.faces_helpers import astronaut_face, backdrop, paste, write_video
 
 

@@ -16,9 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2d.models import clip_flops, create_model
-
 from bench.common import machine, matmul_peak, mfu, spread, time_call, write_report
+from s2d.models import clip_flops, create_model
 
 
 def run_variant(

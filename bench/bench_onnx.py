@@ -32,6 +32,7 @@ def torch_rows(
     model, clips: np.ndarray, batches: list[int], repeats: int, precisions: tuple[str, ...] = ("fp32",)
 ) -> tuple[list[dict], np.ndarray]:
     import torch
+
     from s2d.training.export import UInt8ClipClassifier
 
     wrapper = UInt8ClipClassifier(model).eval()
@@ -63,6 +64,7 @@ def torch_rows(
 
 def onnx_rows(folder: Path, card, clips: np.ndarray, batches: list[int], repeats: int, reference) -> list[dict]:
     import onnxruntime as ort
+
     from s2d.training.export import agreement, run_onnx
 
     providers = [p for p in (CUDA, CPU) if p in ort.get_available_providers()]
@@ -99,9 +101,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8, help="clips for the agreement figures (>= largest batch)")
     args = parser.parse_args()
 
-    from s2d.training.export import synthetic_clips
-
     from s2d.card import load_card
+    from s2d.training.export import synthetic_clips
 
     model = None
     tmp = None
@@ -110,10 +111,10 @@ def main() -> None:
         card = load_card(folder)
     else:
         import torch
-        from s2d.models import create_model
-        from s2d.training.export import write_model_folder
 
         from s2d.card import SourceCheckpoint
+        from s2d.models import create_model
+        from s2d.training.export import write_model_folder
 
         torch.manual_seed(0)
         overrides = {"num_frames": args.frames} if args.frames else {}

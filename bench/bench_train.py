@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine, write_report
 from s2d.training.config import load_config
 from s2d.training.data.synthetic import make_synthetic_dfew
 from s2d.training.distributed import DistInfo
@@ -31,8 +32,6 @@ from s2d.training.engine import StepSettings, train_one_epoch
 from s2d.training.loaders import build_splits, build_train_loader
 from s2d.training.optim import CosineSchedule, build_optimizer
 from s2d.training.train import build_criterion, build_mixup, build_model
-
-from bench.common import machine, write_report
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -58,9 +58,9 @@ class StreamOutcome:
 def clip_frames(quality: int = 80) -> list[bytes]:
     """JPEG frames of the standard 2 s 640x360 single-face clip."""
     import cv2
-    from s2d.service.media import iter_frames
 
     from bench.loadtest import standard_clip
+    from s2d.service.media import iter_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         path = standard_clip(Path(tmp) / "clip.mp4")
@@ -71,9 +71,10 @@ def clip_frames(quality: int = 80) -> list[bytes]:
 
 async def one_stream(url: str, headers: dict, hello: dict, frames: list[bytes], fps: float, seconds: float,
                      start_at: float) -> StreamOutcome:  # fmt: skip
-    from s2d.service.streams import pack_frame
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
+
+    from s2d.service.streams import pack_frame
 
     out = StreamOutcome()
     ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/v1/stream"

@@ -234,6 +234,7 @@ def step_rest(ctx: Context, result: StepResult) -> None:
 def build_base_store(root: str | Path = BASE_STORE) -> Path:
     """Export a random-weight `s2d_base` (T=16, 7 classes, fp32 ONNX) into `root`; minutes on 2 cores."""
     import torch
+
     from s2d.models import create_model
     from s2d.training.data.layouts import DATASET_CLASSES
     from s2d.training.export import export_to_store, synthetic_clips

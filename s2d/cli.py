@@ -369,13 +369,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"models": [ModelStore(settings.model_store).default().name]})
     try:
         result = predict_video(source, settings, options, fps=args.fps)
-    except (ServiceError, ProviderUnavailableError) as err:
-        print(f"error: {getattr(err, 'message', err)}", file=sys.stderr)
+    except ServiceError as err:  # media errors included: one family, each with its stable code
+        print(f"error ({err.code}): {err.message}", file=sys.stderr)
         return 2
-    except Exception as err:  # media errors carry a stable code
-        if not hasattr(err, "code"):
-            raise
-        print(f"error ({err.code}): {err}", file=sys.stderr)
+    except ProviderUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.output or ".")
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,17 +17,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from s2d.service import metrics
 from s2d.service.capacity import Slots
 from s2d.service.errors import (
+    HTTPStatusError,
     InvalidParametersError,
     MethodNotAllowedError,
     NotFoundError,
     ServiceError,
-    UndecodableError,
+    UndecodableMediaError,
     error_response,
 )
 from s2d.service.gpu import install_gpu_metrics
+from s2d.service.media import decoder_message
 from s2d.service.middleware import RequestContextMiddleware
 from s2d.service.pipeline import Limits
 from s2d.service.registry import ModelRegistry
@@ -36,16 +39,13 @@ from s2d.service.routes import classify, health, models, stream
 from s2d.service.settings import Settings, load_settings
 from s2d.service.shutdown import Shutdown
 from s2d.service.uploads import (
-    SPOOL_PREFIX,
     UploadAborted,
     UploadPace,
     remove_own_spool_files,
     sweep_stale_spool_files,
 )
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
-_UPLOAD_PATH = re.compile(rf"[^\s'\"]*{re.escape(SPOOL_PREFIX)}[^\s'\"]*")
 
 
 def _request_id(request: Request) -> str | None:
@@ -68,34 +68,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = {404: NotFoundError, 405: MethodNotAllowedError}.get(err.status_code)
-        if kind is not None:
-            return error_response(kind(str(err.detail)), _request_id(request))
-        generic = ServiceError(str(err.detail))
-        generic.status, generic.code = err.status_code, f"http_{err.status_code}"
-        return error_response(generic, _request_id(request))
+        typed = (
+            kind(str(err.detail), headers=err.headers)
+            if kind is not None
+            else HTTPStatusError(err.status_code, str(err.detail), err.headers)
+        )
+        return error_response(typed, _request_id(request))
 
     @app.exception_handler(UploadAborted)
     async def aborted(request: Request, err: UploadAborted) -> JSONResponse:
         # The client is gone; nobody reads this. 499 is the conventional "client closed request" in logs.
         return JSONResponse({"error": {"code": "client_closed", "message": "client disconnected"}}, status_code=499)
 
-    try:  # media errors carry their own stable code and status (service.media, the face pipeline's decoder)
-        from s2d.service.media import MediaError
-
-        @app.exception_handler(MediaError)
-        async def media_error(request: Request, err: MediaError) -> JSONResponse:
-            message = _UPLOAD_PATH.sub("the upload", str(err))  # never show server paths to clients
-            typed = ServiceError(message, details={"reason": err.reason} if err.reason != err.code else None)
-            typed.status, typed.code = err.http_status, err.code
-            return error_response(typed, _request_id(request))
-    except ImportError:  # pragma: no cover - the decoder module is part of the service
-        pass
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=err)  # the trace goes to the log, never to the client
         if _is_decoder_error(err):
-            return error_response(UndecodableError(f"the media could not be decoded: {err}"), _request_id(request))
+            message = f"the media could not be decoded: {decoder_message(err)}"
+            return error_response(UndecodableMediaError(message), _request_id(request))
         internal = ServiceError("internal error; the request id finds the details in the server log")
         return error_response(internal, _request_id(request))
 

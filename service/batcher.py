@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from s2d.service import metrics
 from s2d.service.engine import ModelOutput, OnnxClassifier
 from s2d.service.errors import BusyError, DeadlineError

@@ -1,7 +1,10 @@
-"""Typed errors with stable codes, and the JSON body every error response has.
+"""The service's one error family: typed errors with stable codes, and the JSON body every error response has.
 
-Every failure a client can see is a `ServiceError` subclass: HTTP status + a stable machine-readable `code` + a
-human message. Media errors from `service.media` (each carrying a `code`) map onto the same body. Clients never see
+Every failure a client can see is a `ServiceError` subclass, and each class is one row of the table from error to
+answer: its HTTP `status` and its stable machine-readable `code` are class attributes (set by the constructor only
+where the code varies: framework refusals and stream protocol errors), never changed afterwards.
+Media errors (`MediaError`: what the decoder refuses, with a finer `reason`) and live-stream protocol errors
+(`ProtocolError`: error events on the WebSocket, with the stream's own codes) are members too. Clients never see
 stack traces: anything unexpected becomes a 500 `internal` with the request id to look up in the logs.
 """
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
 from s2d.service import metrics
 
 
@@ -24,10 +28,6 @@ class ServiceError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
-
-
-class UndecodableError(ServiceError):
-    status, code = 400, "undecodable"
 
 
 class BadRequestError(ServiceError):
@@ -55,6 +55,14 @@ class MethodNotAllowedError(ServiceError):
     status, code = 405, "method_not_allowed"
 
 
+class HTTPStatusError(ServiceError):
+    """Any other HTTP-level refusal the framework raises (its status is the instance's, its code `http_<status>`)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message, headers=headers)
+        self.status, self.code = status, f"http_{status}"
+
+
 class UploadTimeoutError(ServiceError):
     """The upload did not arrive in time (too slow, or stalled). The connection is closed after the answer: the rest
     of the body is never read."""
@@ -65,11 +73,31 @@ class UploadTimeoutError(ServiceError):
         super().__init__(message, details=details, headers={"Connection": "close"})
 
 
-class TooLargeError(ServiceError):
+class MediaError(ServiceError):
+    """Media that cannot be used (an upload, a file, a stream frame); `reason` is the finer cause ("zero_bytes",
+    "truncated", "no_video", "pixels", "bytes", ...) and is sent in the details."""
+
+    def __init__(self, message: str, *, reason: str | None = None, details: dict[str, Any] | None = None):
+        self.reason = reason or self.code
+        extra = {"reason": reason} if reason and reason != self.code else {}
+        super().__init__(message, details={**extra, **(details or {})} or None)
+
+
+class UndecodableMediaError(MediaError):
+    """Empty, truncated or corrupt data: FFmpeg cannot read it."""
+
+    status, code = 400, "undecodable"
+
+
+class MediaTooLargeError(MediaError):
+    """Over a configured limit: bytes, pixels per frame, duration or frame count."""
+
     status, code = 413, "too_large"
 
 
-class UnsupportedMediaError(ServiceError):
+class UnsupportedMediaError(MediaError):
+    """Readable, but not something we take: no video stream (audio only), a refused file type, frames too small."""
+
     status, code = 415, "unsupported_media"
 
 
@@ -116,8 +144,22 @@ class DeadlineError(ServiceError):
     status, code = 504, "timeout"
 
 
-# Stable codes of `service.media.MediaError` subclasses -> HTTP status.
-MEDIA_STATUS = {"undecodable": 400, "unsupported_media": 415, "too_large": 413}
+STREAM_ERROR_CODES = frozenset(
+    {"bad_frame", "bad_message", "too_large", "undecodable", "unsupported_media", "out_of_order"}
+)
+
+
+class ProtocolError(ServiceError):
+    """A malformed live-stream message: an `error` event with one of STREAM_ERROR_CODES (the WebSocket has no HTTP
+    status); the stream goes on unless `fatal`."""
+
+    status = 400
+
+    def __init__(self, code: str, message: str, fatal: bool = False):
+        if code not in STREAM_ERROR_CODES:
+            raise ValueError(f"unknown stream error code {code!r}")
+        super().__init__(message)
+        self.code, self.fatal = code, fatal
 
 
 class ErrorInfo(BaseModel):

@@ -10,8 +10,9 @@ PyAV (FFmpeg) reads mp4, mov, mkv, webm, avi, animated GIF/WebP and still images
 - Frame sizes are checked before any frame is decoded, so a small file claiming a huge image costs nothing: from
   the image header (PNG, JPEG, WebP, GIF: `image_size`, which live-stream frames use too) before FFmpeg opens the
   file, then from the codec parameters of the video stream.
-- Anything that cannot be used raises a `MediaError` subclass with a stable `code` and the HTTP status the API answers
-  with: `UndecodableMediaError` (400), `UnsupportedMediaError` (415), `MediaTooLargeError` (413).
+- Anything that cannot be used raises a `MediaError` (service.errors) with a stable `code` and the HTTP status the
+  API answers with: `UndecodableMediaError` (400), `UnsupportedMediaError` (415), `MediaTooLargeError` (413). Their
+  messages never hold a server path.
 
 Limits (`MediaLimits`) are parameters, not constants: the service settings pass them down.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ import av
 import cv2
 import numpy as np
 
+from s2d.service.errors import MediaError, MediaTooLargeError, UndecodableMediaError, UnsupportedMediaError
+
 # File name suffixes accepted when a name is known (uploads, paths). The content decides the format, not the suffix:
 # a real mp4 called clip.mov decodes; the list only refuses names that announce something else (notes.txt, a.exe).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".flv"})
@@ -37,42 +41,6 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 
 Source = str | os.PathLike | BinaryIO
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Errors
-
-
-class MediaError(Exception):
-    """Base of every media error: `code` is stable (API clients match on it), `http_status` is what the API answers."""
-
-    code: str = "media_error"
-    http_status: int = 400
-
-    def __init__(self, message: str, *, reason: str | None = None):
-        super().__init__(message)
-        self.reason = reason or self.code  # finer cause: "zero_bytes", "truncated", "no_video", "too_small", ...
-
-
-class UndecodableMediaError(MediaError):
-    """Empty, truncated or corrupt data: FFmpeg cannot read it."""
-
-    code = "undecodable"
-    http_status = 400
-
-
-class UnsupportedMediaError(MediaError):
-    """Readable, but not something we take: no video stream (audio only), a refused file type, frames too small."""
-
-    code = "unsupported_media"
-    http_status = 415
-
-
-class MediaTooLargeError(MediaError):
-    """Over a configured limit: pixels per frame, duration, frame count or bytes."""
-
-    code = "too_large"
-    http_status = 413
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -234,7 +202,7 @@ def _open(source: Source, filename: str | None, limits: MediaLimits) -> av.conta
     except FileNotFoundError:
         raise
     except (av.FFmpegError, ValueError, OSError) as e:
-        raise UndecodableMediaError(f"cannot read the media container: {_reason(e)}", reason="container") from e
+        raise UndecodableMediaError(f"cannot read the media container: {decoder_message(e)}", reason="container") from e
 
 
 def _size_of(source: Source) -> int | None:
@@ -383,7 +351,7 @@ def _decode(
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as e:
         raise UndecodableMediaError(
-            f"decoding stopped after {index} frame(s): {_reason(e)}", reason="truncated" if index else "corrupt"
+            f"decoding stopped after {index} frame(s): {decoder_message(e)}", reason="truncated" if index else "corrupt"
         ) from e
     if index == 0:
         raise UndecodableMediaError("the video stream holds no decodable frame", reason="no_frames")
@@ -399,6 +367,10 @@ def _timestamp(frame: av.VideoFrame, stream, start: int | None, t_prev: float | 
     return max(t, 0.0)
 
 
-def _reason(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.replace(os.getcwd() + os.sep, "")
+_PATH = re.compile(r"""['"]?(?:[A-Za-z]:)?[/\\][^\s'"]*['"]?""")
+
+
+def decoder_message(e: BaseException) -> str:
+    """What FFmpeg said, without the file path it names (an upload's spool path is nobody's business)."""
+    text = (getattr(e, "strerror", None) or str(e)).strip() or type(e).__name__
+    return _PATH.sub("the file", text)

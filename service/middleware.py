@@ -12,10 +12,11 @@ import re
 import time
 import uuid
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from s2d.service import metrics
 from s2d.service.errors import UnauthorizedError, error_response
 from s2d.service.logs import request_id_var
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("s2d.service.access")
 

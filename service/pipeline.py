@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from s2d.service import metrics
 from s2d.service.errors import InvalidParametersError, NoFramesError
 from s2d.service.registry import LoadedModel
@@ -163,6 +164,7 @@ def aligned_windows(
 ) -> Iterator[Window]:
     """Every frame is already the aligned face crop of one person (track 0): resize to size x size, no detection."""
     import cv2
+
     from s2d.service.faces import WindowBuilder
 
     builder = WindowBuilder(num_frames, window_s, hop_s)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from s2d.service.pipeline import Limits, analyse_video
 from s2d.service.registry import ModelRegistry
 from s2d.service.schemas import ClassifyOptions, ClassifyResponse
@@ -93,6 +94,7 @@ def annotate_video(source: Path, result: ClassifyResponse, path: Path) -> Path:
     """Re-decode the video and draw each person's box and current label; h264 mp4."""
     import av
     import cv2
+
     from s2d.service.media import iter_frames
 
     fps = result.video.fps or 25.0

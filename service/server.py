@@ -42,10 +42,11 @@ def _draining_server(config, drain):
 
 def serve(settings: Settings | None = None) -> None:
     import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
+
     from s2d.service.app import create_app, drain
     from s2d.service.engine import check_providers
     from s2d.service.logs import configure_logging
-    from uvicorn.main import STARTUP_FAILURE
 
     settings = settings or load_settings()
     configure_logging(settings.log_format, settings.log_level)

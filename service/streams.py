@@ -73,8 +73,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
 from s2d.service import metrics
-from s2d.service.errors import BusyError, DeadlineError
+from s2d.service.errors import BusyError, DeadlineError, MediaError, ProtocolError
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,6 @@ class StreamHello(BaseModel):
     stats_interval_s: float = Field(1.0, ge=0.1, le=60)
 
 
-class ProtocolError(Exception):
-    """A malformed message: `code` is the stable code of the error event; the stream goes on unless `fatal`."""
-
-    def __init__(self, code: str, message: str, fatal: bool = False):
-        super().__init__(message)
-        self.code, self.message, self.fatal = code, message, fatal
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Frames
 
@@ -153,7 +146,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
     checked from the image header before decoding (service.media, as for uploads)."""
     import cv2
-    from s2d.service.media import MediaError, MediaLimits, check_size, image_size
+
+    from s2d.service.media import MediaLimits, check_size, image_size
 
     size = image_size(data)
     if size is None:

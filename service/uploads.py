@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from s2d.service import metrics
-from s2d.service.errors import BadRequestError, TooLargeError, UnsupportedMediaError, UploadTimeoutError
 from starlette.requests import ClientDisconnect, Request
+
+from s2d.service import metrics
+from s2d.service.errors import BadRequestError, MediaTooLargeError, UnsupportedMediaError, UploadTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class UploadPace:
         return UploadTimeoutError(message, details)
 
 
-def _too_large(limit: int) -> TooLargeError:
-    return TooLargeError(f"the upload is larger than the limit of {limit} bytes", details={"max_upload_bytes": limit})
+def _too_large(limit: int) -> MediaTooLargeError:
+    message = f"the upload is larger than the limit of {limit} bytes"
+    return MediaTooLargeError(message, reason="bytes", details={"max_upload_bytes": limit})
 
 
 async def _chunks(request: Request, limit: int, pace: UploadPace) -> AsyncIterator[bytes]:

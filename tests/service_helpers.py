@@ -24,11 +24,11 @@ TEST_WINDOW_S = 1.0
 def build_store(root: str, name: str = TEST_MODEL, num_frames: int = TEST_FRAMES, depth: int = 1) -> Path:
     """Export a random-weight s2d_tiny to `<root>/<name>/model.onnx` with a valid card; cached per process."""
     import torch
-    from s2d.models import create_model
-    from s2d.training.export import export_onnx
 
     from s2d.card import ModelCard
     from s2d.files import sha256_of
+    from s2d.models import create_model
+    from s2d.training.export import export_onnx
     from tests.helpers import randomize_
 
     folder = Path(root) / name

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from s2d.service.streams import pack_frame
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from s2d.service.streams import pack_frame
 from tests.faces_helpers import astronaut_face, backdrop, paste
 
 FACE_HEIGHT = 180  # pixels of the pasted head-and-shoulders photo

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
+
 from s2d.training.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -7,6 +7,8 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from s2d.models import create_model, get_config
 from s2d.models.checkpoint import (
     CheckpointError,
@@ -16,8 +18,6 @@ from s2d.models.checkpoint import (
     model_from_official,
     save_checkpoint,
 )
-from safetensors.torch import save_file
-
 from tests.helpers import random_clip, randomize_
 
 TINY = {"num_frames": 2, "depth": 2}

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from s2d.training.data import frames as sampling
 from s2d.training.data.datasets import (
     ClipDataset,
@@ -20,7 +21,6 @@ from s2d.training.data.datasets import (
 )
 from s2d.training.data.frames import FrameError, load_clip, read_frame, train_window, uniform_indices, uniform_times
 from s2d.training.data.layouts import DatasetError, DatasetIndex, Sample, list_frames
-
 from tests.helpers import resize_to_tensor
 
 # ---------------------------------------------------------------------------------------------------------------------

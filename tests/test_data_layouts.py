@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from s2d.training.data.layouts import DATASET_CLASSES, DatasetError, list_frames, load_index
 
 _JPEG = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()

@@ -10,6 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
+from s2d.card import load_card
 from s2d.models import create_model
 from s2d.models.checkpoint import save_checkpoint
 from s2d.training.export import (
@@ -25,8 +27,6 @@ from s2d.training.export import (
     synthetic_clips,
     torch_logits,
 )
-
-from s2d.card import load_card
 from tests.helpers import randomize_
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from s2d.service.faces import (
     TEMPLATE_224,
     Detection,
@@ -17,7 +18,6 @@ from s2d.service.faces import (
     similarity_transforms,
 )
 from s2d.service.media import iter_frames
-
 from tests.faces_helpers import astronaut_face, backdrop, lfw_patches, paste, write_video
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from bench.server import REPO, running_server
 from s2d.models.frame_baseline import FER2013_CLASSES
 from s2d.models.keras_h5 import KerasModelError, KerasNet, _same_padding
 from s2d.training import baseline
-
-from bench.server import REPO, running_server
 from tests.faces_helpers import reference_photos, write_video
 from tests.service_helpers import build_baseline_store
 from tests.stream_helpers import StreamClient, face_frames, jpeg
@@ -104,9 +104,9 @@ def test_keras_same_padding_and_unknown_layers():
 
 def test_the_served_graph_on_aligned_photos_agrees_with_the_package_pipeline(store):
     import onnxruntime as ort
+
     from s2d.service.faces import create_detector
     from s2d.service.faces.align import align_face
-
     from s2d.store import ModelStore
 
     stored = ModelStore(store).get(baseline.BASELINE_NAME)

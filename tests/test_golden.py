@@ -11,9 +11,9 @@ import dataclasses
 import json
 
 import torch
-from s2d.models import S2DConfig, S2DModel
 from safetensors.torch import load_file
 
+from s2d.models import S2DConfig, S2DModel
 from tests.helpers import FIXTURES
 
 GOLDEN = FIXTURES / "golden"

@@ -40,13 +40,19 @@ def test_a_forbidden_import_breaks_the_check(tmp_path, module, line, broken):
 
 def test_the_wheel_holds_one_top_level_name_and_the_service_data(tmp_path):
     """`pip install .` adds `s2d` and nothing else (no top-level `models`, `training` or `service`)."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     from tools.check_layers import REPO
 
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO)]
+    source = tmp_path / "source"  # a copy: the build leaves build/ and *.egg-info folders behind
+    for name in ("s2d", "models", "training", "service"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source)]
     subprocess.run([*build, "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("s2d-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from s2d.models import create_model
 from s2d.training.config import load_config
 from s2d.training.data.synthetic import EXPRESSIONS

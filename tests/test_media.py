@@ -10,17 +10,15 @@ import av
 import cv2
 import numpy as np
 import pytest
-from s2d.service.media import (
+
+from s2d.service.errors import (
     MediaError,
-    MediaLimits,
     MediaTooLargeError,
+    ServiceError,
     UndecodableMediaError,
     UnsupportedMediaError,
-    image_size,
-    iter_frames,
-    probe,
 )
-
+from s2d.service.media import MediaLimits, decoder_message, image_size, iter_frames, probe
 from tests.faces_helpers import write_video
 
 
@@ -85,14 +83,14 @@ def test_max_fps_drops_frames_but_keeps_indices(tmp_path):
 def _expect(exc_type, reason, fn):
     with pytest.raises(exc_type) as info:
         fn()
-    assert isinstance(info.value, MediaError) and info.value.reason == reason
+    assert isinstance(info.value, MediaError) and isinstance(info.value, ServiceError) and info.value.reason == reason
     return info.value
 
 
 def test_zero_bytes(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     err = _expect(UndecodableMediaError, "zero_bytes", lambda: probe(tmp_path / "empty.mp4"))
-    assert err.code == "undecodable" and err.http_status == 400
+    assert err.code == "undecodable" and err.status == 400
 
 
 def test_truncated_file(tmp_path):
@@ -112,7 +110,7 @@ def test_wrong_extension(tmp_path):
     video = write_video(tmp_path / "v.mp4", _frames(3)).read_bytes()
     (tmp_path / "notes.txt").write_bytes(video)
     err = _expect(UnsupportedMediaError, "extension", lambda: probe(tmp_path / "notes.txt"))
-    assert err.code == "unsupported_media" and err.http_status == 415
+    assert err.code == "unsupported_media" and err.status == 415
     # The content decides the format among media names: a real mp4 called .mov decodes.
     (tmp_path / "v.mov").write_bytes(video)
     assert len(list(iter_frames(tmp_path / "v.mov"))) == 3
@@ -144,7 +142,7 @@ def test_8k_frame_is_too_large(tmp_path):
     _ok, png = cv2.imencode(".png", np.zeros((4320, 7680, 3), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     (tmp_path / "8k.png").write_bytes(png.tobytes())
     err = _expect(MediaTooLargeError, "pixels", lambda: probe(tmp_path / "8k.png"))
-    assert err.code == "too_large" and err.http_status == 413
+    assert err.code == "too_large" and err.status == 413
     # The limit is a parameter.
     assert probe(tmp_path / "8k.png", limits=MediaLimits(max_pixels=8000 * 5000)).width == 7680
 
@@ -189,3 +187,15 @@ def test_duration_limit(tmp_path):
 def test_service_does_not_import_torch():
     code = "import sys, s2d.service.media, s2d.service.faces; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_decoder_messages_never_show_a_server_path(tmp_path):
+    spool = tmp_path / "s2d-upload-123-abc.mp4"
+    spool.write_bytes(b"\x00" * 64)
+    with pytest.raises(UndecodableMediaError) as info:
+        probe(spool)
+    assert str(tmp_path) not in str(info.value) and "s2d-upload" not in str(info.value), str(info.value)
+    assert (
+        decoder_message(OSError(2, "No such file or directory", "/srv/x/s2d-upload-1.bin"))
+        == "No such file or directory"
+    )

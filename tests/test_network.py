@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from s2d.models import S2DModel, count_parameters, create_model, get_config, is_trainable_name, list_variants
 from s2d.models.mobilefacenet import LandmarkFeatureExtractor
-
 from tests.helpers import FIXTURES, random_clip, randomize_
 
 

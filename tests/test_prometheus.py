@@ -28,9 +28,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from s2d.service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 
 from bench.server import REPO, free_port, running_server, stop_process, wait_until_ready
+from s2d.service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 
 PROMETHEUS = shutil.which("prometheus")
@@ -168,7 +168,6 @@ def _stream(server) -> dict | None:
     """One short live stream on aligned frames with one out-of-order frame; None when there is no stream route."""
     try:
         import s2d.service.routes.stream  # noqa: F401 - the WebSocket route is part of this build
-
         from tests.stream_helpers import StreamClient, aligned_frames
     except ImportError:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from s2d.training.sdl import EmotionAnchors, SDLConfig, sdl_loss, sdl_weight
 
 

@@ -28,8 +28,8 @@ def _demo_model():
 def _synthetic_video(path: Path, expression: str, seed: int) -> Path:
     """A drawn person (training/data/synthetic.py) whose `expression` develops, 256 px inside a 640x360 frame."""
     import cv2
-    from s2d.training.data.synthetic import render_clip
 
+    from s2d.training.data.synthetic import render_clip
     from tests.faces_helpers import backdrop, write_video
 
     rng = np.random.default_rng(seed)

@@ -17,11 +17,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from s2d.service.smoothing import EmaSmoother, Hysteresis
-from s2d.service.streams import Outbox, ProtocolError, decode_image, pack_frame
 from websockets.exceptions import InvalidStatus
 
 from bench.server import running_server
+from s2d.service.errors import ProtocolError
+from s2d.service.smoothing import EmaSmoother, Hysteresis
+from s2d.service.streams import Outbox, decode_image, pack_frame
 from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
 
@@ -378,6 +379,7 @@ def test_closed_streams_release_their_state(store, monkeypatch):
     import weakref
 
     from fastapi.testclient import TestClient
+
     from s2d.service.app import create_app
     from s2d.service.routes import stream as stream_route
     from s2d.service.settings import load_settings

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from s2d.training.data.layouts import DATASET_CLASSES, load_index
 from s2d.training.data.synthetic import draw_face, intensity_curve, make_synthetic_dfew
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from s2d.models import create_model
 from s2d.training.config import load_config
 from s2d.training.metrics import confusion_matrix, summarize, write_report

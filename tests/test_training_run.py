@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+
 from s2d.models.checkpoint import load_checkpoint
 from s2d.training.config import load_config
 from s2d.training.data.synthetic import make_synthetic_dfew

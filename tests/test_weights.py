@@ -24,7 +24,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
+from s2d.cli import build_parser, main
 from s2d.models import create_model
+from s2d.store import ModelStore
 from s2d.training.export import synthetic_clips
 from s2d.training.weights import (
     DEFAULT_REGISTRY,
@@ -43,9 +46,6 @@ from s2d.training.weights import (
     pull,
     release_of,
 )
-
-from s2d.cli import build_parser, main
-from s2d.store import ModelStore
 from tests.helpers import randomize_
 
 REV_A = "0123456789abcdef0123456789abcdef01234567"

@@ -20,7 +20,6 @@ sys.path.insert(0, str(REPO))
 
 from s2d.service.faces import create_detector  # noqa: E402
 from s2d.service.faces.align import similarity_transforms  # noqa: E402
-
 from tests.faces_helpers import reference_photos  # noqa: E402
 
 

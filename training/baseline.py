@@ -18,14 +18,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2d.models.frame_baseline import FER2013_CLASSES, FrameBaseline, FrameBaselineConfig
-from s2d.models.keras_h5 import load_keras_h5
-from s2d.training.export import export_to_store
-from s2d.training.weights import weights_dir
-
 from s2d.card import SourceCheckpoint
 from s2d.files import sha256_of
+from s2d.models.frame_baseline import FER2013_CLASSES, FrameBaseline, FrameBaselineConfig
+from s2d.models.keras_h5 import load_keras_h5
 from s2d.store import StoredModel
+from s2d.training.export import export_to_store
+from s2d.training.weights import weights_dir
 
 log = logging.getLogger(__name__)
 

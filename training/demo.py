@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from s2d.models import S2DModel, create_model, normalize_frames
 from s2d.training.data.synthetic import EXPRESSIONS, render_aligned_clip
 from s2d.training.optim import CosineSchedule, build_optimizer

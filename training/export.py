@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from s2d.models import S2DModel, normalize_frames
 from torch import nn
 
 from s2d.card import CPU, CUDA, ModelCard, SourceCheckpoint, VariantSpec, parse_card
 from s2d.files import sha256_of
 from s2d.machine import cpu_name
+from s2d.models import S2DModel, normalize_frames
 from s2d.store import MIN_AGREEMENT, ModelStore, StoredModel
 
 log = logging.getLogger(__name__)

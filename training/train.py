@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from s2d.models import S2DNet, create_model
-from s2d.models.checkpoint import load_checkpoint, load_init_checkpoint, load_mobilefacenet_checkpoint, save_checkpoint
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from s2d.models import S2DNet, create_model
+from s2d.models.checkpoint import load_checkpoint, load_init_checkpoint, load_mobilefacenet_checkpoint, save_checkpoint
 
 from .config import TrainConfig
 from .data.augment import Mixup

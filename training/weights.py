@@ -663,12 +663,11 @@ def convert(
     **export_options,
 ):
     """Official checkpoint (+ MobileFaceNet) -> our model -> the model store, with a card saying where it came from."""
+    from s2d.card import SourceCheckpoint
     from s2d.models import get_config
     from s2d.models.checkpoint import CheckpointError, load_mobilefacenet_checkpoint, model_from_official
     from s2d.training.data.layouts import DATASET_CLASSES
     from s2d.training.export import export_to_store
-
-    from s2d.card import SourceCheckpoint
 
     entry = fetched.entry
     try:

@@ -11,6 +11,7 @@ from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+
 from s2d.service import metrics
 from s2d.service.errors import BusyError, DeadlineError, error_responses
 from s2d.service.pipeline import analyse_video

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from s2d.service.errors import NotReadyError, ShuttingDownError, error_responses
 from s2d.service.schemas import HealthResponse
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+
 from s2d.service.errors import error_responses
 from s2d.service.schemas import ModelsResponse
 

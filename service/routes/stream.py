@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+
 from s2d.service import metrics
 from s2d.service.errors import NotReadyError, ServiceError, UnknownModelError
 from s2d.service.memory import IDLE_RELEASE_S, release_memory

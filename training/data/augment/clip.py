@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import torch
+
 from s2d.models.input import normalize_frames
 
 from .rng import RngLike, as_rng
