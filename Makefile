@@ -38,12 +38,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Debian packages the tests drive for real: Prometheus + promtool (tests/test_prometheus.py) and Chromium +
-# chromedriver (tests/test_browser.py). Best effort: it needs root and apt-get; without them it says how to install,
-# and those tests skip with the same reason.
-OPS_PACKAGES := prometheus chromium chromium-driver
+# Debian packages the tests drive for real: Prometheus + promtool (tests/test_prometheus.py), Chromium +
+# chromedriver (tests/test_browser.py) and nginx (tests/test_scale.py; kubectl, for `kubectl kustomize` in
+# tests/test_k8s.py, comes with the machine image). Best effort: it needs root and apt-get; without them it says how
+# to install, and those tests skip with the same reason.
+OPS_PACKAGES := prometheus chromium chromium-driver nginx-light
 setup-ops:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromedriver >/dev/null; then :; \
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromedriver >/dev/null \
+	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $(OPS_PACKAGES) >/dev/null) || echo "setup-ops: could not install $(OPS_PACKAGES); their tests will skip"; \

@@ -369,6 +369,7 @@ def test_compose_validates_with_docker_compose(docker_compose, profile):
     # docker-compose 1.29 prints every service; profiles pick the service at `up`: gpu or cpu, monitoring always.
     assert {name: s.get("profiles") for name, s in services.items()} == {
         "s2d-gpu": ["gpu"], "s2d-cpu": ["cpu"], "prometheus": None, "grafana": None,
+        "s2d-replica": ["scale"], "nginx": ["scale"],
     }  # fmt: skip
     s2d = services[f"s2d-{profile}"]
     assert s2d["build"]["target"] == profile and s2d["restart"] == "unless-stopped"

@@ -57,6 +57,6 @@ def test_the_wheel_holds_one_top_level_name_and_the_service_data(tmp_path):
     (wheel,) = tmp_path.glob("s2d-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"s2d"}
-    for module in ("s2d/models/s2d.py", "s2d/training/train.py", "s2d/service/app.py", "s2d/cli.py"):
+    for module in ("s2d/models/s2d.py", "s2d/training/train.py", "s2d/service/app.py", "s2d/cli/__init__.py"):
         assert module in names
     assert "s2d/service/static/index.html" in names and "s2d/card.schema.json" in names

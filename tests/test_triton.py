@@ -135,3 +135,19 @@ def test_batching_and_queue_follow_the_service_defaults():
     assert defaults["max_wait_ms"] * 1000 == MAX_QUEUE_DELAY_US
     assert defaults["queue_size"] == MAX_QUEUE_SIZE
     assert defaults["request_timeout_s"] * 1_000_000 == QUEUE_TIMEOUT_US
+
+
+def test_s2d_models_triton_writes_the_repository(store, tmp_path):
+    import subprocess
+    import sys
+
+    from bench.server import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "s2d", "models", "triton", str(tmp_path / "repo"), "--store", str(store)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = parse(tmp_path / "repo" / TEST_MODEL)
+    assert config.name == TEST_MODEL and config.max_batch_size == DEFAULT_MAX_BATCH
+    assert f"repo/{TEST_MODEL}" in result.stdout

@@ -1,0 +1,112 @@
+"""`s2d serve` and `s2d predict`: the service, and the same pipeline on a file without a server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the REST service (settings: S2D_* variables, --settings FILE, and the flags given here)."""
+    from s2d.service.engine import ProviderUnavailableError
+    from s2d.service.server import serve
+    from s2d.service.settings import load_settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("model_store", args.store)) if v}
+    if args.providers:
+        overrides["providers"] = args.providers
+    try:
+        serve(load_settings(args.settings, **overrides))
+    except ProviderUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Run the service pipeline on one video without a server: JSON, PNG timeline, optional annotated video."""
+    from s2d.service.engine import ProviderUnavailableError
+    from s2d.service.errors import ServiceError
+    from s2d.service.predict import annotate_video, plot_timeline, predict_video
+    from s2d.service.schemas import ClassifyOptions
+    from s2d.service.settings import load_settings
+
+    source = Path(args.video)
+    if not source.exists():
+        raise FileNotFoundError(f"no such video or frame folder: {source}")
+    options = ClassifyOptions(
+        model=args.model, mode=args.mode, window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
+        smoothing=args.smoothing, ema_alpha=args.ema_alpha,
+    )  # fmt: skip
+    overrides: dict = {"warmup": False}
+    if args.store:
+        overrides["model_store"] = args.store
+    if args.model:
+        overrides["models"] = [args.model]
+    if args.providers:
+        overrides["providers"] = args.providers
+    if args.detector:
+        overrides["detector"] = args.detector
+    settings = load_settings(args.settings, **overrides)
+    if not args.model:  # load only the store's default model, not every model in it
+        from s2d.store import ModelStore
+
+        settings = settings.model_copy(update={"models": [ModelStore(settings.model_store).default().name]})
+    try:
+        result = predict_video(source, settings, options, fps=args.fps)
+    except ServiceError as err:  # media errors included: one family, each with its stable code
+        print(f"error ({err.code}): {err.message}", file=sys.stderr)
+        return 2
+    except ProviderUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.output or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = source.stem or "clip"
+    json_path = out / f"{stem}.json"
+    json_path.write_text(result.model_dump_json(indent=2))
+    print(f"wrote {json_path}")
+    for person in result.persons:
+        s = person.summary
+        print(f"person {person.track_id}: {s.dominant} ({s.num_windows} windows, {s.t_first:.1f}-{s.t_last:.1f} s)")
+    print(f"model: {result.model.name} [{result.model.family}]: {result.model.family_description}")
+    if not args.no_plot:
+        try:
+            print(f"wrote {plot_timeline(result, out / f'{stem}_timeline.png')}")
+        except ImportError as err:
+            print(f"warning: {err}", file=sys.stderr)
+    if args.annotate:
+        if source.is_dir():
+            print("warning: --annotate needs a video file, not a frame folder", file=sys.stderr)
+        else:
+            print(f"wrote {annotate_video(source, result, out / f'{stem}_annotated.mp4')}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="start the REST service (settings from S2D_* variables or a file)")
+    serve.add_argument("--settings", help="settings file: .toml (plain field names) or .env (S2D_ names)")
+    serve.add_argument("--host", help="default 127.0.0.1 (S2D_HOST)")
+    serve.add_argument("--port", type=int, help="default 8000 (S2D_PORT)")
+    serve.add_argument("--store", help="model store folder (S2D_MODEL_STORE)")
+    serve.add_argument("--providers", help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt")
+    serve.set_defaults(func=cmd_serve)
+
+    predict = commands.add_parser("predict", help="classify the people in a video without a server (JSON + PNG)")
+    predict.add_argument("video", help="video file, or (with --mode aligned) a folder of aligned face frames")
+    predict.add_argument("-o", "--output", help="output folder (default: the current folder)")
+    predict.add_argument("--model", help="model name in the store (default: the store's default model)")
+    predict.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
+    predict.add_argument("--mode", default="faces", choices=("faces", "aligned"), help="aligned: frames are face crops")
+    predict.add_argument("--window-seconds", type=float, help="default: the model card's")
+    predict.add_argument("--hop-seconds", type=float, help="default: half a window")
+    predict.add_argument("--smoothing", default="none", choices=("none", "ema"))
+    predict.add_argument("--ema-alpha", type=float, default=0.5)
+    predict.add_argument("--fps", type=float, default=25.0, help="frame rate of a frame folder (default 25)")
+    predict.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default cpu)")
+    predict.add_argument("--detector", help="face detector backend (default: mtcnn)")
+    predict.add_argument("--settings", help="service settings file (.toml or .env)")
+    predict.add_argument("--no-plot", action="store_true", help="skip the PNG timeline")
+    predict.add_argument("--annotate", action="store_true", help="also write the video with boxes and labels")
+    predict.set_defaults(func=cmd_predict)
