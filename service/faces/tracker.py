@@ -4,6 +4,12 @@ Each track keeps a constant-velocity estimate of its box (pixels per second, smo
 the predictions stay apart and ids do not swap; a face hidden for up to `max_age_s` keeps its id when it reappears
 near its predicted place. Tracks unseen for longer end. At most `max_tracks` tracks exist: new faces beyond that
 are ignored (largest faces win when several are new at once).
+
+When frames are dropped (an overloaded live stream) the gaps between updates grow, and a face that turned, stopped
+or left and came back is no longer where its velocity says: the IoU gate misses it and it would get a new id. A
+second pass therefore gives each still-unmatched track the nearest unmatched detection of a similar size whose
+centre lies near the track's path (from where it was last seen to where it is predicted now), within a reach that
+grows with the time since it was last seen: faces move a bounded number of face sizes per second.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ class TrackerConfig:
     max_tracks: int = 8
     min_hits: int = 1  # matches before a track is reported (1: at once)
     velocity_smoothing: float = 0.5  # weight of the newest velocity measurement
+    # Second pass (centre distance, in face sizes): a detection is within reach of an unmatched track when its centre
+    # is within `reach + reach_per_s * (seconds since the track was seen)` of the track's path; 0 and 0 turn it off.
+    reach: float = 0.5
+    reach_per_s: float = 4.0
+    max_size_ratio: float = 1.5  # the second pass only pairs boxes whose sizes differ less than this factor
 
 
 class Tracker:
@@ -58,6 +69,7 @@ class Tracker:
         predicted = self.predicted_boxes(t)
         det_boxes = np.stack([d.box for d in detections]) if detections else np.empty((0, 4), np.float32)
         matches = _greedy_match(iou_matrix(predicted, det_boxes), cfg.iou_threshold)
+        matches += self._match_by_distance(matches, det_boxes, predicted, t)
         matched_tracks, matched_dets = set(), set()
         for ti, di in matches:
             self._observe(self.tracks[ti], detections[di], t)
@@ -80,6 +92,26 @@ class Tracker:
         self.ended, self.tracks = self.tracks, []
         return self.ended
 
+    def _match_by_distance(
+        self, matches: list[tuple[int, int]], det_boxes: np.ndarray, predicted: np.ndarray, t: float
+    ) -> list[tuple[int, int]]:
+        """Pairs (track, detection) among those `matches` left out, nearest (relative to the track's reach) first."""
+        cfg = self.config
+        tracks = [i for i in range(len(self.tracks)) if i not in {ti for ti, _ in matches}]
+        dets = [i for i in range(len(det_boxes)) if i not in {di for _, di in matches}]
+        if not tracks or not dets:
+            return []
+        seen = np.stack([self.tracks[i].box for i in tracks])
+        gap = np.float32([t - self.tracks[i].last_t for i in tracks])
+        size = _sizes(seen)
+        reach = (cfg.reach + cfg.reach_per_s * gap) * size
+        distance = _distance_to_path(_centres(det_boxes[dets]), _centres(seen), _centres(predicted[tracks]))
+        ratio = _sizes(det_boxes[dets])[None, :] / size[:, None]
+        near = (distance < reach[:, None]) & (ratio < cfg.max_size_ratio) & (ratio > 1 / cfg.max_size_ratio)
+        near &= (gap <= cfg.max_age_s)[:, None]  # an expired track ends rather than coming back from afar
+        closeness = np.where(near, 1 - distance / np.maximum(reach[:, None], 1e-9), -np.inf)
+        return [(tracks[ti], dets[di]) for ti, di in _greedy_match(closeness, 0.0)]
+
     def _observe(self, track: Track, det: Detection, t: float) -> None:
         dt = t - track.last_t
         if dt > 0:
@@ -91,7 +123,8 @@ class Tracker:
 
 
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (track, detection) by decreasing IoU, each used once; enough for the few faces of a video frame."""
+    """Pairs (track, detection) by decreasing IoU (or any closeness), each used once; enough for the few faces of a
+    video frame."""
     pairs = []
     if iou.size == 0:
         return pairs
@@ -101,5 +134,23 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
         if iou[ti, di] < threshold:
             return pairs
         pairs.append((int(ti), int(di)))
-        iou[ti, :] = -1
-        iou[:, di] = -1
+        iou[ti, :] = -np.inf
+        iou[:, di] = -np.inf
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
+def _sizes(boxes: np.ndarray) -> np.ndarray:
+    """The longer side of each box, as `Detection.size`."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
+def _distance_to_path(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """[tracks, points] distance from each point [P, 2] to each segment starts[T] -> ends[T]."""
+    span = ends - starts
+    length2 = np.maximum((span**2).sum(axis=1), 1e-9)
+    along = ((points[None, :, :] - starts[:, None, :]) * span[:, None, :]).sum(axis=2) / length2[:, None]
+    nearest = starts[:, None, :] + np.clip(along, 0, 1)[..., None] * span[:, None, :]
+    return np.linalg.norm(points[None, :, :] - nearest, axis=2)
