@@ -36,7 +36,7 @@ from s2d.service.schemas import (
     WindowResult,
     WindowSpec,
 )
-from s2d.service.smoothing import EmaSmoother
+from s2d.service.smoothing import TrackSmoother
 
 if TYPE_CHECKING:
     from s2d.service.faces import Window
@@ -218,15 +218,6 @@ class _Collected:
     batches: dict[int, tuple[int, float]] = field(default_factory=dict)  # batch id -> (size, seconds)
 
 
-def _prediction(classes: list[str], probs: np.ndarray) -> Prediction:
-    best = int(np.argmax(probs))
-    return Prediction(
-        label=classes[best],
-        confidence=float(probs[best]),
-        probs={c: float(p) for c, p in zip(classes, probs, strict=True)},
-    )
-
-
 def build_persons(
     classes: list[str], windows: list[tuple[Window, np.ndarray]], options: ClassifyOptions
 ) -> list[Person]:
@@ -236,11 +227,11 @@ def build_persons(
         by_track.setdefault(window.track_id, []).append((window, probs))
     persons = []
     for track_id, items in by_track.items():
-        smoother = EmaSmoother(options.ema_alpha) if options.smoothing == "ema" else None
+        smoother = TrackSmoother(options.ema_alpha, options.hysteresis) if options.smoothing == "ema" else None
         results, labels = [], []
         for window, probs in items:
-            raw = _prediction(classes, probs)
-            smoothed = _prediction(classes, smoother.update(probs)) if smoother else None
+            raw = Prediction.of(classes, probs)
+            smoothed = Prediction.of(classes, *smoother.update(probs)) if smoother else None
             box = None if window.boxes is None else [float(v) for v in np.median(window.boxes, axis=0)]
             results.append(
                 WindowResult(**raw.model_dump(), t_start=window.t_start, t_end=window.t_end, box=box, smoothed=smoothed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["faces", "aligned"]
@@ -27,12 +28,27 @@ class ClassifyOptions(BaseModel):
     hop_seconds: float | None = Field(None, gt=0, description="step between window starts; default: window_seconds / 2")
     smoothing: Smoothing = Field("none", description="ema: exponential moving average over each person's windows")
     ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
+    hysteresis: float = Field(
+        0.1, ge=0, le=1, description="with ema: the smoothed label changes only when a class leads it by this margin"
+    )
 
 
 class Prediction(BaseModel):
     label: str = Field(examples=["happy"])
     confidence: float = Field(ge=0, le=1, examples=[0.91])
     probs: dict[str, float] = Field(description="probability per class, in the model's class order")
+
+    @classmethod
+    def of(cls, classes: list[str], probs, label: int | None = None, digits: int | None = None) -> Prediction:
+        """From probabilities [C] in class order; `label` overrides the argmax (a hysteresis label); `digits`
+        rounds (live-stream events)."""
+        best = int(np.argmax(probs)) if label is None else label
+
+        def value(p) -> float:
+            return float(p) if digits is None else round(float(p), digits)
+
+        return cls(label=classes[best], confidence=value(probs[best]),
+                   probs={c: value(p) for c, p in zip(classes, probs, strict=True)})  # fmt: skip
 
 
 class WindowResult(Prediction):

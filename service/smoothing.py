@@ -1,4 +1,5 @@
-"""Temporal smoothing of per-window probabilities for one track (REST results and live streams share it)."""
+"""Temporal smoothing of per-window probabilities for one track: REST results and live streams both use
+`TrackSmoother` (an EMA, then a label with hysteresis)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ class Hysteresis:
         if self.label is None or probs[best] - probs[self.label] > self.margin:
             self.label = best
         return self.label
+
+
+class TrackSmoother:
+    """One track's smoothing: the EMA of its window probabilities, then the label chosen with hysteresis on them."""
+
+    def __init__(self, alpha: float = 0.5, margin: float = 0.1):
+        self.ema, self.hysteresis = EmaSmoother(alpha), Hysteresis(margin)
+
+    def update(self, probs: np.ndarray) -> tuple[np.ndarray, int]:
+        """(smoothed probabilities [C], index of the label to show)."""
+        smoothed = self.ema.update(probs)
+        return smoothed, self.hysteresis.update(smoothed)

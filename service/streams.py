@@ -76,7 +76,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from s2d.service import metrics
 from s2d.service.errors import BusyError, DeadlineError, MediaError, ProtocolError
-from s2d.service.smoothing import EmaSmoother, Hysteresis
+from s2d.service.schemas import Prediction
+from s2d.service.smoothing import TrackSmoother
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +311,7 @@ class _TrackSlot:
 
     inflight: asyncio.Task | None = None
     waiting: tuple[Any, FrameMessage] | None = None  # (Window, the frame that completed it)
-    smoother: EmaSmoother | None = None
-    hysteresis: Hysteresis | None = None
+    smoother: TrackSmoother | None = None
 
 
 @dataclass
@@ -515,8 +515,7 @@ class LiveStream:
         if slot is None:
             slot = self.tracks[window.track_id] = _TrackSlot()
             if self.hello.smoothing == "ema":
-                slot.smoother = EmaSmoother(self.hello.ema_alpha)
-                slot.hysteresis = Hysteresis(self.hello.hysteresis)
+                slot.smoother = TrackSmoother(self.hello.ema_alpha, self.hello.hysteresis)
         if slot.inflight is None:
             slot.inflight = asyncio.create_task(self._classify(window.track_id, slot, window, frame))
             return
@@ -557,14 +556,14 @@ class LiveStream:
             return
         self.stats.windows_classified += 1
         probs = result.probs[0]
+        raw = Prediction.of(self.classes, probs, digits=5).model_dump()
         event = {"type": "result", "track_id": int(window.track_id), "t_start": round(window.t_start, 4),
-                 "t_end": round(window.t_end, 4), **_prediction(self.classes, probs), "smoothed": None,
+                 "t_end": round(window.t_end, 4), **raw, "smoothed": None,
                  "box": [round(float(v), 1) for v in window.boxes[-1]], "padded": bool(window.padded),
                  "seq": frame.seq if frame else None, "frame_ts": frame.ts if frame else None}  # fmt: skip
         if slot.smoother is not None:
-            smoothed = slot.smoother.update(probs)
-            label = slot.hysteresis.update(smoothed)
-            event["smoothed"] = _prediction(self.classes, smoothed, label=label)
+            smoothed, label = slot.smoother.update(probs)
+            event["smoothed"] = Prediction.of(self.classes, smoothed, label=label, digits=5).model_dump()
         latency = {"queue": round(result.queue_s * 1000, 2), "inference": round(result.compute_s * 1000, 2)}
         if frame is not None:
             latency["server"] = round((time.monotonic() - frame.arrived) * 1000, 2)
@@ -590,15 +589,6 @@ class LiveStream:
         self.frames.clear()
         self.outbox.clear()
         self.pipeline = self.builder = None
-
-
-def _prediction(classes: list[str], probs: np.ndarray, label: int | None = None) -> dict[str, Any]:
-    best = int(np.argmax(probs)) if label is None else label
-    return {
-        "label": classes[best],
-        "confidence": round(float(probs[best]), 5),
-        "probs": {c: round(float(p), 5) for c, p in zip(classes, probs, strict=True)},
-    }
 
 
 def dumps(event: dict[str, Any]) -> str:

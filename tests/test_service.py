@@ -365,3 +365,25 @@ def test_faces_mode_finds_tracks_and_classifies_each_person(server, tmp_path):
     centres = [np.mean([(w["box"][0] + w["box"][2]) / 2 for w in p["windows"][:1]]) for p in long_tracks]
     assert abs(centres[0] - centres[1]) > 100  # two different people, not one track twice
     assert body["timings"]["faces"] > 0
+
+
+def test_rest_smoothing_has_the_streams_hysteresis():
+    """The same per-track smoother as live streams: EMA, then a label that changes only past the margin."""
+    from s2d.service.faces.windows import Window
+    from s2d.service.pipeline import build_persons
+    from s2d.service.schemas import ClassifyOptions
+
+    classes = ["happy", "sad"]
+    flicker = [np.array([0.6, 0.4]), np.array([0.45, 0.55]), np.array([0.6, 0.4]), np.array([0.45, 0.55])]
+    windows = [
+        (Window(0, float(i), i + 1.0, np.zeros((1, 2, 2, 3), np.uint8), np.zeros((1, 4), np.float32), np.zeros(1)), p)
+        for i, p in enumerate(flicker)
+    ]
+
+    def smoothed_labels(hysteresis: float) -> list[str]:
+        options = ClassifyOptions(smoothing="ema", ema_alpha=1.0, hysteresis=hysteresis)  # EMA off: hysteresis alone
+        (person,) = build_persons(classes, windows, options)
+        return [w.smoothed.label for w in person.windows]
+
+    assert smoothed_labels(0.0) == ["happy", "sad", "happy", "sad"]  # margin 0: the plain argmax
+    assert smoothed_labels(0.2) == ["happy"] * 4  # sad never leads by more than 0.1
