@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,8 +18,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from s2d.service import metrics
-from s2d.service.capacity import Slots
 from s2d.service.errors import (
     HTTPStatusError,
     InvalidParametersError,
@@ -30,19 +27,13 @@ from s2d.service.errors import (
     UndecodableMediaError,
     error_response,
 )
-from s2d.service.gpu import install_gpu_metrics
 from s2d.service.media import decoder_message
 from s2d.service.middleware import RequestContextMiddleware
-from s2d.service.pipeline import Limits
-from s2d.service.registry import ModelRegistry
-from s2d.service.routes import classify, health, models, stream
+from s2d.service.routes import classify, health, models, page, stream
 from s2d.service.settings import Settings, load_settings
-from s2d.service.shutdown import Shutdown
+from s2d.service.state import AppState
 from s2d.service.uploads import (
     UploadAborted,
-    UploadPace,
-    remove_own_spool_files,
-    sweep_stale_spool_files,
 )
 
 log = logging.getLogger(__name__)
@@ -95,12 +86,10 @@ def _is_decoder_error(err: Exception) -> bool:
 
 
 async def drain(app: FastAPI) -> None:
-    """The first SIGTERM (service.server): stop being ready, close live streams with 1001, let requests in flight
-    finish for up to `shutdown_grace_s`, refuse the rest with 503 (service.shutdown)."""
-    await app.state.shutdown.drain(
-        close_streams=lambda: stream.close_all(app, stream.SHUTTING_DOWN),
-        streams_open=lambda: bool(stream.open_streams(app)),
-    )
+    """The first SIGTERM (service.server): the state's drain; nothing to do before the lifespan has built it."""
+    state = getattr(app.state, "s2d", None)
+    if state is not None:
+        await state.drain()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -108,22 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweep_stale_spool_files(settings.upload_dir)
-        registry = ModelRegistry(settings)
-        registry.load()  # raises: the server does not start without its models
-        install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
-        registry.start()
-        app.state.registry = registry
-        app.state.pipeline_executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
-        warmup = asyncio.create_task(registry.warmup(), name="warmup")
+        state = AppState.start(settings)  # raises: the server does not start without its models
+        app.state.s2d = state  # the one thing the app holds; routes take it by Depends (service.deps)
+        warmup = asyncio.create_task(state.registry.warmup(), name="warmup")
         try:
             yield
         finally:
             warmup.cancel()
             await asyncio.gather(warmup, return_exceptions=True)
-            await registry.stop()
-            app.state.pipeline_executor.shutdown(wait=False, cancel_futures=True)
-            remove_own_spool_files(settings.upload_dir)
+            await state.stop()
 
     app = FastAPI(
         title="S2D facial expression service",
@@ -132,19 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "bodies `{error: {code, message, request_id}}` with stable codes.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.requests = Slots(settings.max_active_requests, metrics.ACTIVE_REQUESTS)
-    app.state.uploads = Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS)
-    app.state.upload_pace = UploadPace.from_settings(settings)
-    app.state.active_streams = 0
-    app.state.shutdown = Shutdown(settings.shutdown_grace_s)
-    app.state.limits = Limits.from_settings(settings)
     _install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(classify.router)
-    app.include_router(stream.router)
-    stream.mount_page(app)
+    for routes in (health, models, classify, stream, page):
+        app.include_router(routes.router)
+    page.mount_static(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

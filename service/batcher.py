@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s2d.service import metrics
-from s2d.service.engine import ModelOutput, OnnxClassifier
 from s2d.service.errors import BusyError, DeadlineError
+from s2d.service.inference import ModelOutput, OnnxClassifier
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")  # as in service.engine (no ORT import here)
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")  # as in service.inference (no ORT import here)
 _LABELS = ("gpu", "uuid", "name")
 
 

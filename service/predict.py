@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2d.service.pipeline import Limits, analyse_video
+from s2d.service.analysis import Limits, analyse_video
 from s2d.service.registry import ModelRegistry
 from s2d.service.schemas import ClassifyOptions, ClassifyResponse
 from s2d.service.settings import Settings

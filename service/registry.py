@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from s2d.service import metrics
 from s2d.service.batcher import Batcher
-from s2d.service.engine import OnnxClassifier, check_providers, choose_variant
 from s2d.service.errors import NotReadyError, UnknownModelError
+from s2d.service.inference import OnnxClassifier, check_providers, choose_variant
 from s2d.service.settings import Settings
 from s2d.store import ModelStore, StoredModel, preferred
 

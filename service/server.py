@@ -45,7 +45,7 @@ def serve(settings: Settings | None = None) -> None:
     from uvicorn.main import STARTUP_FAILURE
 
     from s2d.service.app import create_app, drain
-    from s2d.service.engine import check_providers
+    from s2d.service.inference import check_providers
     from s2d.service.logs import configure_logging
 
     settings = settings or load_settings()

@@ -95,8 +95,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 
 def test_service_modules_never_import_torch():
     code = (
-        "import sys, s2d.service.app, s2d.service.server, s2d.service.pipeline, s2d.service.batcher; "
-        "import s2d.service.engine, s2d.service.routes.classify; "
+        "import sys, s2d.service.app, s2d.service.server, s2d.service.analysis, s2d.service.batcher; "
+        "import s2d.service.inference, s2d.service.routes.classify; "
         "loaded = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not loaded, loaded"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -369,8 +369,8 @@ def test_faces_mode_finds_tracks_and_classifies_each_person(server, tmp_path):
 
 def test_rest_smoothing_has_the_streams_hysteresis():
     """The same per-track smoother as live streams: EMA, then a label that changes only past the margin."""
+    from s2d.service.analysis import build_persons
     from s2d.service.faces.windows import Window
-    from s2d.service.pipeline import build_persons
     from s2d.service.schemas import ClassifyOptions
 
     classes = ["happy", "sad"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from s2d.service.batcher import Batcher
-from s2d.service.engine import OnnxClassifier, ProviderUnavailableError, check_providers
 from s2d.service.errors import BusyError, DeadlineError
+from s2d.service.inference import OnnxClassifier, ProviderUnavailableError, check_providers
 from s2d.store import ModelStore
 from tests.service_helpers import TEST_MODEL, build_store
 

@@ -380,21 +380,22 @@ def test_closed_streams_release_their_state(store, monkeypatch):
 
     from fastapi.testclient import TestClient
 
+    from s2d.service import memory
     from s2d.service.app import create_app
-    from s2d.service.routes import stream as stream_route
     from s2d.service.settings import load_settings
 
-    monkeypatch.setattr(stream_route, "IDLE_RELEASE_S", 0.05)
+    monkeypatch.setattr(memory, "IDLE_RELEASE_S", 0.05)
     app = create_app(load_settings(model_store=store, max_batch=2, warmup=False, log_format="text"))
     frames = aligned_frames(12)
     with TestClient(app) as http:
+        hub = app.state.s2d.streams  # the application state, built by the lifespan
         streams = []
         for closing in ("end", "disconnect"):
             with http.websocket_connect("/v1/stream") as ws:
                 hello = {"type": "hello", "mode": "aligned", "fps": 10, "tracks_fps": 0, "stats_interval_s": 0.1}
                 ws.send_text(json.dumps(hello))
                 assert json.loads(ws.receive_text())["type"] == "ready"
-                (live,) = stream_route.open_streams(app) - set(streams)  # the last one may still be closing
+                (live,) = hub.open - set(streams)  # the last one may still be closing
                 for i, data in enumerate(frames):  # stream time 0 .. 1.1 s
                     ws.send_bytes(pack_frame(data, 1000.0 + 100 * i, i))
                 if closing == "end":
@@ -408,9 +409,9 @@ def test_closed_streams_release_their_state(store, monkeypatch):
                         pass
             streams.append(live)
         deadline = time.monotonic() + 10
-        while (stream_route.open_streams(app) or app.state.active_streams) and time.monotonic() < deadline:
+        while (hub.open or hub.active) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not stream_route.open_streams(app) and app.state.active_streams == 0
+        assert not hub.open and hub.active == 0
         for live in streams:  # emptied when its socket closed, whether the client ended or just went away
             assert live.tracks == {} and live.builder is None and live.pipeline is None
             assert len(live.frames) == 0 and len(live.outbox) == 0
@@ -419,7 +420,7 @@ def test_closed_streams_release_their_state(store, monkeypatch):
         del live, streams
         gc.collect()
         assert all(ref() is None for ref in refs), "a closed stream is still referenced"
-        while app.state.idle_memory.releases == 0 and time.monotonic() < deadline:
+        while hub.idle_memory.releases == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert app.state.idle_memory.releases >= 1, "memory is given back once no stream is open"
+        assert hub.idle_memory.releases >= 1, "memory is given back once no stream is open"
         assert http.get("/healthz").status_code == 200

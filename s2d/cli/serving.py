@@ -9,7 +9,7 @@ from pathlib import Path
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the REST service (settings: S2D_* variables, --settings FILE, and the flags given here)."""
-    from s2d.service.engine import ProviderUnavailableError
+    from s2d.service.inference import ProviderUnavailableError
     from s2d.service.server import serve
     from s2d.service.settings import load_settings
 
@@ -26,8 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run the service pipeline on one video without a server: JSON, PNG timeline, optional annotated video."""
-    from s2d.service.engine import ProviderUnavailableError
     from s2d.service.errors import ServiceError
+    from s2d.service.inference import ProviderUnavailableError
     from s2d.service.predict import annotate_video, plot_timeline, predict_video
     from s2d.service.schemas import ClassifyOptions
     from s2d.service.settings import load_settings

@@ -13,9 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from s2d.service import metrics
+from s2d.service.analysis import analyse_video
+from s2d.service.deps import StateDep
 from s2d.service.errors import BusyError, DeadlineError, error_responses
-from s2d.service.pipeline import analyse_video
 from s2d.service.schemas import ClassifyOptions, ClassifyResponse
+from s2d.service.state import AppState
 from s2d.service.uploads import Upload, UploadAborted, receive_upload
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,14 @@ async def _client_gone(request: Request) -> None:
             return
 
 
-def _check_room(state, model) -> None:
+def _check_room(state: AppState, model) -> None:
     """429 busy when no request slot is free or the model's queue is full."""
     if state.requests.full or model.batcher.pending >= model.batcher.queue_size:
         metrics.REJECTED.labels("busy").inc()
         raise BusyError("the service is at capacity", retry_after=model.batcher.retry_after())
 
 
-def _check_upload_room(state, model) -> None:
+def _check_upload_room(state: AppState, model) -> None:
     if state.uploads.full:
         metrics.REJECTED.labels("uploads_full").inc()
         raise BusyError(
@@ -102,13 +104,12 @@ def _check_upload_room(state, model) -> None:
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}},
                **error_responses(400, 401, 404, 408, 413, 415, 422, 429, 503, 504)},
 )  # fmt: skip
-async def classify(request: Request, options: Annotated[ClassifyOptions, Query()]) -> ClassifyResponse:
-    with request.app.state.shutdown.tracking():  # on SIGTERM: finished, or answered 503 past the grace
-        return await _classify(request, options)
+async def classify(request: Request, options: Annotated[ClassifyOptions, Query()], state: StateDep) -> ClassifyResponse:
+    with state.shutdown.tracking():  # on SIGTERM: finished, or answered 503 past the grace
+        return await _classify(request, options, state)
 
 
-async def _classify(request: Request, options: ClassifyOptions) -> ClassifyResponse:
-    state = request.app.state
+async def _classify(request: Request, options: ClassifyOptions, state: AppState) -> ClassifyResponse:
     settings = state.settings
     model = state.registry.get(options.model)  # 503 before ready, 404 for an unknown model
     _check_room(state, model)  # refused before reading the upload when there is no room for its work now
@@ -122,19 +123,20 @@ async def _classify(request: Request, options: ClassifyOptions) -> ClassifyRespo
         upload_s = time.perf_counter() - started
         _check_room(state, model)  # the request slot is taken only now: a slow upload holds none
         with state.requests.hold():
-            result = await _analyse(request, model, options, upload)
+            result = await _analyse(request, state, model, options, upload)
     result.request_id = request.scope["state"].get("request_id")
     result.timings.upload = upload_s
     result.timings.total = time.perf_counter() - started
     return result
 
 
-async def _analyse(request: Request, model, options: ClassifyOptions, upload: Upload) -> ClassifyResponse:
+async def _analyse(
+    request: Request, state: AppState, model, options: ClassifyOptions, upload: Upload
+) -> ClassifyResponse:
     """The spooled upload through the pipeline, within `request_timeout_s`; cancelled if the client disconnects."""
-    state = request.app.state
     timeout_s = state.settings.request_timeout_s
     analysis = asyncio.ensure_future(
-        analyse_video(upload.path, model, options, state.limits, state.pipeline_executor, _media_name(upload))
+        analyse_video(upload.path, model, options, state.limits, state.executor, _media_name(upload))
     )
     watcher = asyncio.ensure_future(_client_gone(request))
     try:

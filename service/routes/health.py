@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from s2d.service.deps import StateDep
 from s2d.service.errors import NotReadyError, ShuttingDownError, error_responses
 from s2d.service.schemas import HealthResponse
 
@@ -22,9 +23,9 @@ async def healthz() -> HealthResponse:
     responses=error_responses(503),
     summary="Every model is loaded and warmed up at every batch size (no API key needed)",
 )
-async def readyz(request: Request) -> HealthResponse:
-    registry = request.app.state.registry
-    if request.app.state.shutdown.started:
+async def readyz(state: StateDep) -> HealthResponse:
+    registry = state.registry
+    if state.shutdown.started:
         raise ShuttingDownError()
     if not registry.ready:
         raise NotReadyError()

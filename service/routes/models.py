@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
+from s2d.service.deps import RegistryDep
 from s2d.service.errors import error_responses
 from s2d.service.schemas import ModelsResponse
 
@@ -15,12 +16,11 @@ router = APIRouter(prefix="/v1", tags=["models"])
 @router.get(
     "/models", response_model=ModelsResponse, responses=error_responses(401, 503), summary="Loaded models and cards"
 )
-async def list_models(request: Request) -> ModelsResponse:
-    registry = request.app.state.registry
+async def list_models(registry: RegistryDep) -> ModelsResponse:
     registry.get(None)  # 503 until ready
     return ModelsResponse(default=registry.default_name, models=[m.describe() for m in registry.models.values()])
 
 
 @router.get("/models/{name}", responses=error_responses(401, 404, 503), summary="One loaded model and its card")
-async def get_model(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.registry.get(name).describe()
+async def get_model(name: str, registry: RegistryDep) -> dict[str, Any]:
+    return registry.get(name).describe()

@@ -1,4 +1,4 @@
-"""WebSocket `/v1/stream` (live emotion; protocol in `service.streams`) and the webcam page at `/`."""
+"""WebSocket `/v1/stream`: live emotion per person (the protocol: service.streams)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import contextlib
 import json
 import logging
 import time
-from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from s2d.service import metrics
+from s2d.service.analysis import resolve_window
+from s2d.service.deps import StateDep
 from s2d.service.errors import NotReadyError, ServiceError, UnknownModelError
-from s2d.service.memory import IDLE_RELEASE_S, release_memory
-from s2d.service.pipeline import resolve_window
+from s2d.service.state import SHUTTING_DOWN, AppState
 from s2d.service.streams import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -34,17 +32,6 @@ from s2d.service.streams import (
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-SHUTTING_DOWN = "server shutting down"
-STATIC = Path(__file__).resolve().parents[1] / "static"
-
-
-def mount_page(app: FastAPI) -> None:
-    """The webcam page: `/` and its ES modules under `/static/` (public: the page asks for the API key itself)."""
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def _config(settings) -> StreamConfig:
@@ -71,92 +58,38 @@ async def _refuse(ws: WebSocket, code: int, reason: str, error_code: str) -> Non
 
 
 @router.websocket("/v1/stream")
-async def stream(ws: WebSocket) -> None:
-    state = ws.app.state
-    settings = state.settings
+async def stream(ws: WebSocket, state: StateDep) -> None:
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    hub = state.streams
     if state.shutdown.started:
         await _refuse(ws, CLOSE_GOING_AWAY, SHUTTING_DOWN, "shutting_down")
         return
-    if state.active_streams >= settings.stream_max_streams:
+    if hub.full:
         metrics.REJECTED.labels("streams_full").inc()
-        await _refuse(ws, CLOSE_TRY_LATER, f"too many streams ({state.active_streams} open); try again later", "busy")
+        await _refuse(ws, CLOSE_TRY_LATER, f"too many streams ({hub.active} open); try again later", "busy")
         return
-    state.active_streams += 1
-    metrics.ACTIVE_STREAMS.inc()
-    idle = _idle_memory(ws.app)
-    idle.busy()
+    hub.enter()
     try:
-        live = await _start(ws, settings)
+        live = await _start(ws, state)
         if live is not None:
-            streams = open_streams(ws.app)
-            streams.add(live)
+            hub.open.add(live)
             try:
                 await ws.send_text(dumps(live.ready_event()))
-                await _run(ws, live, settings.stream_idle_timeout_s)
+                await _run(ws, live, state.settings.stream_idle_timeout_s)
             finally:
-                streams.discard(live)
+                hub.open.discard(live)
                 live.release()
     except WebSocketDisconnect as gone:
         # A client going away is normal, whenever it happens (before the hello, after it, mid-stream): one line.
         log.info("stream client disconnected (close code %s)", gone.code, extra={"close_code": gone.code})
     finally:
-        state.active_streams -= 1
-        metrics.ACTIVE_STREAMS.dec()
-        if state.active_streams == 0:
-            idle.idle()
+        hub.leave()
 
 
-def close_all(app: FastAPI, reason: str) -> int:
-    """Close every open stream with 1001 and `reason` (after a fatal error event saying so); returns how many."""
-    streams = open_streams(app)
-    for live in streams:
-        live.error("shutting_down", reason, fatal=True)
-        live.outbox.close(CLOSE_GOING_AWAY, reason)
-    return len(streams)
-
-
-def open_streams(app: FastAPI) -> set[LiveStream]:
-    """The app's open streams (each is removed, and its state released, when its socket closes)."""
-    if not hasattr(app.state, "open_streams"):
-        app.state.open_streams = set()
-    return app.state.open_streams
-
-
-class _IdleMemory:
-    """Once no stream has been open for `IDLE_RELEASE_S`, give freed memory back to the OS (service.memory)."""
-
-    def __init__(self, executor):
-        self.executor = executor
-        self._timer: asyncio.TimerHandle | None = None
-        self.releases = 0
-
-    def busy(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def idle(self) -> None:
-        self.busy()
-        self._timer = asyncio.get_running_loop().call_later(IDLE_RELEASE_S, self._release)
-
-    def _release(self) -> None:
-        self._timer = None
-        self.releases += 1
-        # In a pipeline thread: a full collection over a big heap takes milliseconds the event loop need not spend.
-        with contextlib.suppress(RuntimeError):  # the executor is shut down: the server is stopping
-            asyncio.get_running_loop().run_in_executor(self.executor, release_memory)
-
-
-def _idle_memory(app: FastAPI) -> _IdleMemory:
-    if not hasattr(app.state, "idle_memory"):
-        app.state.idle_memory = _IdleMemory(app.state.pipeline_executor)
-    return app.state.idle_memory
-
-
-async def _start(ws: WebSocket, settings) -> LiveStream | None:
+async def _start(ws: WebSocket, state: AppState) -> LiveStream | None:
     """Read the hello; answer `ready`, or refuse with a reason."""
+    settings = state.settings
     try:
         message = await asyncio.wait_for(ws.receive(), settings.stream_idle_timeout_s)
     except TimeoutError:
@@ -174,15 +107,15 @@ async def _start(ws: WebSocket, settings) -> LiveStream | None:
         await _refuse(ws, CLOSE_PROTOCOL, f"bad hello: {detail}", "bad_hello")
         return None
     try:
-        model = ws.app.state.registry.get(hello.model)
-        window_s, hop_s = resolve_window(model.stored.card.window_seconds, hello, ws.app.state.limits)
+        model = state.registry.get(hello.model)
+        window_s, hop_s = resolve_window(model.stored.card.window_seconds, hello, state.limits)
     except NotReadyError as err:
         await _refuse(ws, CLOSE_TRY_LATER, err.message, err.code)
         return None
     except (UnknownModelError, ServiceError) as err:
         await _refuse(ws, CLOSE_POLICY, err.message, err.code)
         return None
-    return LiveStream(hello, model, window_s, hop_s, _config(settings), ws.app.state.pipeline_executor)
+    return LiveStream(hello, model, window_s, hop_s, _config(settings), state.executor)
 
 
 def _raise_if_gone(message: dict) -> None:

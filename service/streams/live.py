@@ -1,279 +1,34 @@
-"""Live streams: per-stream state and back-pressure for the WebSocket endpoint `/v1/stream`.
-
-Protocol (version 1; the README's "Live streams" section has the same with examples)
------------------------------------------------------------------------------------
-Connect to `ws[s]://HOST/v1/stream`. With an API key configured, send it as `Authorization: Bearer KEY` or
-`X-API-Key: KEY`, or (browsers cannot set headers on a WebSocket) offer the subprotocols `["s2d.v1", "bearer.KEY"]`;
-the server then answers with subprotocol `s2d.v1`.
-
-Client -> server
-  1. text, first message: the hello, a JSON object (`StreamHello`):
-     `{"type": "hello", "model": null, "mode": "faces", "fps": 15, "smoothing": "ema", "ema_alpha": 0.5,
-       "hysteresis": 0.1, "window_seconds": null, "hop_seconds": null, "tracks_fps": 10, "stats_interval_s": 1}`
-  2. binary: one video frame = a 16-byte header + a JPEG, PNG or WebP image:
-       bytes 0-3   magic b"S2D1"
-       bytes 4-11  float64 little-endian: client timestamp in milliseconds (any clock, strictly increasing;
-                   e.g. `performance.timeOrigin + performance.now()`); it is echoed back in events
-       bytes 12-15 uint32 little-endian: frame sequence number (echoed back)
-     Stream time `t` (seconds, what windows are cut on) is (timestamp - first frame's timestamp) / 1000.
-  3. text: `{"type": "end"}` (classify what is buffered, send the last results, an `end` event, close 1000) or
-     `{"type": "ping"}` (answered with `pong`).
-
-Server -> client: JSON text events, each with a `type`:
-  `ready`    after the hello: model (name, version, variant, provider, demo), classes, window, effective limits.
-  `tracks`   at most `tracks_fps` per second: the faces of the latest processed frame,
-             `{seq, frame_ts, t, width, height, tracks: [{track_id, box: [x1, y1, x2, y2], score}]}`.
-  `result`   as soon as a window is classified: `{track_id, t_start, t_end, label, confidence, probs: {class: p},
-             smoothed: {label, confidence, probs} | null, box, seq, frame_ts, latency_ms: {server, queue,
-             inference}}`; `frame_ts`/`seq` name the frame that completed the window, so the client measures
-             end-to-end latency with its own clock; `latency_ms.server` is frame arrival -> result sent.
-  `stats`    every `stats_interval_s`: frame and window counts, drops by reason, server latency p50/p95.
-  `error`    `{code, message, fatal}`; a non-fatal error drops one message and the stream goes on.
-  `pong`, `end` (final stats, then close 1000).
-
-Back-pressure (memory per stream is bounded whatever the client does)
-  - Frames: at most `stream_frame_buffer` wait for the face pipeline; when the stream falls behind the oldest
-    waiting frame is dropped (reason `behind`). Frames closer than 0.5 / fps to the previous one are dropped
-    (`rate`). Malformed, oversized and undecodable frames are dropped with an error event.
-    Under load a frame also waits for a free pipeline thread; the thread then takes the newest frame of the
-    stream and drops the older ones (`behind`), so it never decodes a frame that is already stale.
-  - Windows: per track at most one window is in the batcher and one waits for it; a newer window replaces the
-    waiting one (`superseded`). Streams together keep at most one batch of clips in the batcher
-    (`Batcher.stream_admission`, granted in arrival order): under overload a track waits for its turn in the
-    stream and then submits its newest window, so latency stays about one batch long instead of growing with the
-    number of open tracks. Windows refused by a full batcher queue (`busy`) or past their deadline (`deadline`)
-    are dropped. Every drop is counted in `stats`, in `end`, and in the Prometheus metrics.
-  - Events: a bounded outbox; when the client reads too slowly, droppable events (tracks, stats) go first, then
-    the oldest results; a single send blocked longer than `stream_send_timeout_s` closes the stream (1008).
-  - Incoming messages: the WebSocket layer caps one message at `stream_max_frame_bytes` (close 1009) and stops
-    reading the socket while a message waits for the stream (uvicorn's default protocol: TCP flow control then
-    pushes back on a client that sends faster than the stream reads); no permessage-deflate (frames are already
-    compressed); uvicorn's protocol pings every `stream_heartbeat_s` close dead peers.
-  - Closed streams release their state at once (`LiveStream.release`); once no stream has been open for 2 s the
-    server gives freed memory back to the OS (`service.memory`).
-
-Close codes: 1000 end, 1001 idle timeout / server shutdown, 1002 protocol error (no valid hello), 1008 policy
-(unauthorized, bad hello, unknown model, slow reader), 1009 message too big, 1011 internal error, 1013 try again
-later (too many streams, models not ready).
-"""
+"""One live stream: frames through the face pipeline to the model's batcher, results and stats as events."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import struct
-import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from s2d.service import metrics
-from s2d.service.errors import BusyError, DeadlineError, MediaError, ProtocolError
+from s2d.service.errors import BusyError, DeadlineError, ProtocolError
 from s2d.service.schemas import Prediction
 from s2d.service.smoothing import TrackSmoother
+from s2d.service.streams.buffers import FrameBuffer, Outbox
+from s2d.service.streams.protocol import (
+    CLOSE_NORMAL,
+    FRAME_DROP_REASONS,
+    SUBPROTOCOL,
+    WINDOW_DROP_REASONS,
+    FrameMessage,
+    StreamHello,
+    decode_image,
+    parse_frame,
+)
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"S2D1"
-HEADER = struct.Struct("<4sdI")  # magic, client timestamp (ms, float64), sequence number (uint32): 16 bytes
-SUBPROTOCOL = "s2d.v1"
-
-# Close codes (RFC 6455 section 7.4.1; 1013 from the IANA registry).
-CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL, CLOSE_POLICY = 1000, 1001, 1002, 1008
-CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1009, 1011, 1013
-
-FRAME_DROP_REASONS = ("behind", "rate", "out_of_order", "malformed", "too_large", "undecodable")
-WINDOW_DROP_REASONS = ("superseded", "busy", "deadline", "failed")
-
-
-class StreamHello(BaseModel):
-    """The first message of a stream."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["hello"]
-    model: str | None = Field(None, description="model name; default: the service's default model")
-    mode: Literal["faces", "aligned"] = Field(
-        "faces", description="faces: detect and track faces; aligned: every frame is one aligned face crop (track 0)"
-    )
-    fps: float = Field(15.0, gt=0, le=120, description="the frame rate the client sends at (capped by the server)")
-    window_seconds: float | None = Field(None, gt=0)
-    hop_seconds: float | None = Field(None, gt=0)
-    smoothing: Literal["none", "ema"] = "ema"
-    ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
-    hysteresis: float = Field(
-        0.1, ge=0, le=1, description="the smoothed label changes only when a class leads it by this margin"
-    )
-    tracks_fps: float = Field(10.0, ge=0, le=60, description="most `tracks` events per second (0: none)")
-    stats_interval_s: float = Field(1.0, ge=0.1, le=60)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Frames
-
-
-@dataclass
-class FrameMessage:
-    seq: int
-    ts: float  # client timestamp, milliseconds
-    payload: bytes  # the encoded image
-    arrived: float  # time.monotonic() when the message was read
-
-
-def parse_frame(data: bytes, max_bytes: int, arrived: float) -> FrameMessage:
-    if len(data) < HEADER.size or data[:4] != MAGIC:
-        raise ProtocolError("bad_frame", f"a frame starts with the {HEADER.size}-byte header (magic b'S2D1')")
-    if len(data) - HEADER.size > max_bytes:
-        raise ProtocolError("too_large", f"frame of {len(data) - HEADER.size} bytes; the limit is {max_bytes}")
-    _, ts, seq = HEADER.unpack_from(data)
-    if not np.isfinite(ts):
-        raise ProtocolError("bad_frame", "the frame timestamp is not a finite number")
-    return FrameMessage(seq=seq, ts=ts, payload=data[HEADER.size :], arrived=arrived)
-
-
-def pack_frame(image: bytes, ts_ms: float, seq: int) -> bytes:
-    """The binary message of one frame (clients in Python: tests, the load script)."""
-    return HEADER.pack(MAGIC, ts_ms, seq) + image
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
-    checked from the image header before decoding (service.media, as for uploads)."""
-    import cv2
-
-    from s2d.service.media import MediaLimits, check_size, image_size
-
-    size = image_size(data)
-    if size is None:
-        raise ProtocolError("undecodable", "a frame must be a JPEG, PNG or WebP image")
-    try:
-        check_size(*size, MediaLimits(max_pixels=max_pixels))
-    except MediaError as err:  # the same stable codes: too_large, unsupported_media
-        raise ProtocolError(err.code, str(err)) from None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ProtocolError("undecodable", "the frame image could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-class FrameBuffer:
-    """Frames waiting for the face pipeline: at most `capacity`; a new frame beyond it drops the oldest.
-
-    `put` and `get` run on the event loop; `take_newer` runs in a pipeline thread, so the deque is guarded by a lock.
-    """
-
-    def __init__(self, capacity: int, on_drop: Callable[[str], None]):
-        self._items: deque[FrameMessage] = deque()
-        self.capacity = capacity
-        self._on_drop = on_drop
-        self._lock = threading.Lock()
-        self._ready = asyncio.Event()
-        self.ended = False  # the client sent `end`: process what is here, then flush
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, frame: FrameMessage) -> None:
-        with self._lock:
-            full = len(self._items) >= self.capacity
-            if full:
-                self._items.popleft()
-            self._items.append(frame)
-        if full:
-            self._on_drop("behind")
-        self._ready.set()
-
-    def end(self) -> None:
-        self.ended = True
-        self._ready.set()
-
-    async def get(self) -> FrameMessage | None:
-        """The oldest waiting frame; None once the stream ended and nothing is left."""
-        while True:
-            with self._lock:
-                if self._items:
-                    return self._items.popleft()
-            if self.ended:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-
-    def take_newer(self) -> tuple[FrameMessage | None, int]:
-        """(the newest waiting frame, how many older ones it replaces), emptying the buffer; (None, 0) when empty.
-
-        Called by a pipeline thread just before it decodes a frame: under load a frame waits for a free thread
-        behind the other streams' frames, and the frames that arrived meanwhile are fresher. The caller counts the
-        skipped frames (on the event loop, where the stream's counters live)."""
-        with self._lock:
-            if not self._items:
-                return None, 0
-            newest = self._items.pop()
-            skipped = len(self._items)
-            self._items.clear()
-            return newest, skipped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Events
-
-
-class Outbox:
-    """Events waiting to be sent: bounded. Over capacity the oldest droppable event (tracks, stats) goes first,
-    else the oldest event of any kind; `dropped` counts them."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: deque[tuple[dict[str, Any], bool]] = deque()
-        self._ready = asyncio.Event()
-        self.dropped = 0
-        self.closing: tuple[int, str] | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, event: dict[str, Any], droppable: bool = False) -> None:
-        if self.closing is not None and self.closing[0] != CLOSE_NORMAL:
-            return
-        if len(self._items) >= self.capacity:
-            index = next((i for i, (_, d) in enumerate(self._items) if d), 0)
-            del self._items[index]
-            self.dropped += 1
-            metrics.STREAM_EVENTS_DROPPED.inc()
-        self._items.append((event, droppable))
-        self._ready.set()
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def close(self, code: int, reason: str) -> None:
-        """Ask the sender to close once the events before this call are sent (the first request wins)."""
-        if self.closing is None:
-            self.closing = (code, reason)
-        self._ready.set()
-
-    async def get(self) -> dict[str, Any] | None:
-        """The next event; None when a close was asked for and everything before it is sent."""
-        while not self._items:
-            if self.closing is not None:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Per-stream state
 
 
 @dataclass
@@ -454,7 +209,7 @@ class LiveStream:
         t = (frame.ts - self._t0_ms) / 1000.0
         h, w = image.shape[:2]
         if self.pipeline is not None:
-            from s2d.service.pipeline import _detector  # the per-thread detector cache REST uses too
+            from s2d.service.analysis import _detector  # the per-thread detector cache REST uses too
 
             self.pipeline.detector = _detector(self.config.detector)
             tracks, windows = self.pipeline.push(Frame(index=frame.seq, t=t, image=image))
@@ -589,10 +344,6 @@ class LiveStream:
         self.frames.clear()
         self.outbox.clear()
         self.pipeline = self.builder = None
-
-
-def dumps(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), allow_nan=False)
 
 
 async def drain_task(task: asyncio.Task | None) -> None:

@@ -1,0 +1,67 @@
+"""The application state: everything the routes use, built once in the lifespan (`AppState.start`) and handed to
+them by `Depends` (service.deps). Nothing is created lazily in a route."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from s2d.service import metrics
+from s2d.service.analysis import Limits
+from s2d.service.capacity import Slots
+from s2d.service.gpu import install_gpu_metrics
+from s2d.service.registry import ModelRegistry
+from s2d.service.settings import Settings
+from s2d.service.shutdown import Shutdown
+from s2d.service.streams import StreamHub
+from s2d.service.uploads import UploadPace, remove_own_spool_files, sweep_stale_spool_files
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: ModelRegistry  # the models, their sessions and batchers
+    executor: ThreadPoolExecutor  # decoding and face finding (REST uploads and live streams share it)
+    limits: Limits  # what clients may ask for (windows, hops, media sizes)
+    requests: Slots  # uploads being worked on (max_active_requests)
+    uploads: Slots  # uploads being received (max_active_uploads)
+    upload_pace: UploadPace
+    streams: StreamHub
+    shutdown: Shutdown
+
+    @classmethod
+    def start(cls, settings: Settings) -> AppState:
+        """Load every model (raises: the server does not start without them) and start the batchers; warming up
+        is the caller's (it runs in the background while /readyz says 503)."""
+        sweep_stale_spool_files(settings.upload_dir)
+        registry = ModelRegistry(settings)
+        registry.load()
+        install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
+        registry.start()
+        executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
+        return cls(
+            settings=settings,
+            registry=registry,
+            executor=executor,
+            limits=Limits.from_settings(settings),
+            requests=Slots(settings.max_active_requests, metrics.ACTIVE_REQUESTS),
+            uploads=Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS),
+            upload_pace=UploadPace.from_settings(settings),
+            streams=StreamHub(settings.stream_max_streams, executor),
+            shutdown=Shutdown(settings.shutdown_grace_s),
+        )
+
+    async def stop(self) -> None:
+        await self.registry.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        remove_own_spool_files(self.settings.upload_dir)
+
+    async def drain(self) -> None:
+        """The first SIGTERM (service.server): stop being ready, close live streams with 1001, let requests in flight
+        finish for up to `shutdown_grace_s`, refuse the rest with 503 (service.shutdown)."""
+        await self.shutdown.drain(
+            close_streams=lambda: self.streams.close_all(SHUTTING_DOWN), streams_open=lambda: bool(self.streams.open)
+        )
+
+
+SHUTTING_DOWN = "server shutting down"

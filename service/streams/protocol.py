@@ -1,0 +1,95 @@
+"""The stream protocol's messages: the hello, binary frames (header + image), events as JSON, close codes (the
+package docstring describes the protocol)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from s2d.service.errors import MediaError, ProtocolError
+
+MAGIC = b"S2D1"
+HEADER = struct.Struct("<4sdI")  # magic, client timestamp (ms, float64), sequence number (uint32): 16 bytes
+SUBPROTOCOL = "s2d.v1"
+
+# Close codes (RFC 6455 section 7.4.1; 1013 from the IANA registry).
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL, CLOSE_POLICY = 1000, 1001, 1002, 1008
+CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1009, 1011, 1013
+
+FRAME_DROP_REASONS = ("behind", "rate", "out_of_order", "malformed", "too_large", "undecodable")
+WINDOW_DROP_REASONS = ("superseded", "busy", "deadline", "failed")
+
+
+class StreamHello(BaseModel):
+    """The first message of a stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["hello"]
+    model: str | None = Field(None, description="model name; default: the service's default model")
+    mode: Literal["faces", "aligned"] = Field(
+        "faces", description="faces: detect and track faces; aligned: every frame is one aligned face crop (track 0)"
+    )
+    fps: float = Field(15.0, gt=0, le=120, description="the frame rate the client sends at (capped by the server)")
+    window_seconds: float | None = Field(None, gt=0)
+    hop_seconds: float | None = Field(None, gt=0)
+    smoothing: Literal["none", "ema"] = "ema"
+    ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
+    hysteresis: float = Field(
+        0.1, ge=0, le=1, description="the smoothed label changes only when a class leads it by this margin"
+    )
+    tracks_fps: float = Field(10.0, ge=0, le=60, description="most `tracks` events per second (0: none)")
+    stats_interval_s: float = Field(1.0, ge=0.1, le=60)
+
+
+@dataclass
+class FrameMessage:
+    seq: int
+    ts: float  # client timestamp, milliseconds
+    payload: bytes  # the encoded image
+    arrived: float  # time.monotonic() when the message was read
+
+
+def parse_frame(data: bytes, max_bytes: int, arrived: float) -> FrameMessage:
+    if len(data) < HEADER.size or data[:4] != MAGIC:
+        raise ProtocolError("bad_frame", f"a frame starts with the {HEADER.size}-byte header (magic b'S2D1')")
+    if len(data) - HEADER.size > max_bytes:
+        raise ProtocolError("too_large", f"frame of {len(data) - HEADER.size} bytes; the limit is {max_bytes}")
+    _, ts, seq = HEADER.unpack_from(data)
+    if not np.isfinite(ts):
+        raise ProtocolError("bad_frame", "the frame timestamp is not a finite number")
+    return FrameMessage(seq=seq, ts=ts, payload=data[HEADER.size :], arrived=arrived)
+
+
+def pack_frame(image: bytes, ts_ms: float, seq: int) -> bytes:
+    """The binary message of one frame (clients in Python: tests, the load script)."""
+    return HEADER.pack(MAGIC, ts_ms, seq) + image
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
+    checked from the image header before decoding (service.media, as for uploads)."""
+    import cv2
+
+    from s2d.service.media import MediaLimits, check_size, image_size
+
+    size = image_size(data)
+    if size is None:
+        raise ProtocolError("undecodable", "a frame must be a JPEG, PNG or WebP image")
+    try:
+        check_size(*size, MediaLimits(max_pixels=max_pixels))
+    except MediaError as err:  # the same stable codes: too_large, unsupported_media
+        raise ProtocolError(err.code, str(err)) from None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ProtocolError("undecodable", "the frame image could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def dumps(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), allow_nan=False)
