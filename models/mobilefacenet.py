@@ -138,7 +138,7 @@ class LandmarkFeatureExtractor(nn.Module):
         if frames.shape[-2:] != (size, size):
             frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=True)
         # Always fp32, whatever autocast the caller runs under: the network is small, and oneDNN's bf16 depth-wise
-        # convolutions are 3-40x slower than fp32 on our CPUs. Channels-last makes the fp32 ones ~1.5-2x faster.
+        # convolutions are much slower than fp32 on CPUs; channels-last makes the fp32 ones faster (BENCHMARKS.md).
         device_type = frames.device.type if frames.device.type in ("cuda", "xpu") else "cpu"  # meta: FLOP counting
         with torch.autocast(device_type, enabled=False):
             frames = frames.float().contiguous(memory_format=torch.channels_last)

@@ -72,9 +72,8 @@ class OnnxClassifier:
         options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         # No CPU memory arena: ORT's arena keeps its high-water mark for the process's life and fragments as batch
-        # sizes vary (a tiny S2D grew from +200 MiB after warm-up to +450 MiB under mixed batches, never returned);
-        # plain malloc gives it back when the service is idle (malloc_trim: service.memory), at no speed cost
-        # measured here (180 vs 179 ms per clip over mixed batches of the demo model, 2 cores).
+        # sizes vary; plain malloc gives it back when the service is idle (malloc_trim: service.memory), at no speed
+        # cost measured (BENCHMARKS.md, "int8 recipes").
         options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(
             str(self.path),
