@@ -19,9 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, spread, time_call, write_report
+from bench.scenes import astronaut_face, backdrop, paste
+from bench.video import write_video
 from s2d.service.faces import FacePipeline, create_detector
 from s2d.service.media import iter_frames
-from tests.faces_helpers import astronaut_face, backdrop, paste, write_video
 
 
 def _stage(name: str, frames: int, timing: dict) -> dict:

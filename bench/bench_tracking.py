@@ -33,9 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write_report
+from bench.scenes import astronaut_face, backdrop, lfw_patches, paste, reference_photos
 from s2d.service.faces import Detection, Tracker, TrackerConfig, create_detector
 from s2d.service.faces.boxes import iou_matrix
-from tests.faces_helpers import astronaut_face, backdrop, lfw_patches, paste, reference_photos
 
 FPS = 30.0
 SIZE = (640, 360)  # width, height

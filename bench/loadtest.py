@@ -18,36 +18,29 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.video import write_video
 from s2d.machine import cpu_name
 
 
 def standard_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (360, 640)) -> Path:
     """A `seconds` long single-face clip, `size` (h, w), h264 in mp4."""
-    import av
-
     h, w = size
     face = _face_image(200)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width, stream.pix_fmt = h, w, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        for i in range(round(seconds * fps)):
-            frame = np.full((h, w, 3), (70, 90, 110), np.uint8)
-            x = 200 + int(30 * np.sin(i / 8))
-            frame[80 : 80 + face.shape[0], x : x + face.shape[1]] = face
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = i
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+
+    def frame(i: int) -> np.ndarray:
+        image = np.full((h, w, 3), (70, 90, 110), np.uint8)
+        x = 200 + int(30 * np.sin(i / 8))
+        image[80 : 80 + face.shape[0], x : x + face.shape[1]] = face
+        return image
+
+    return write_video(path, (frame(i) for i in range(round(seconds * fps))), fps)
 
 
 def _face_image(height: int) -> np.ndarray:

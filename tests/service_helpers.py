@@ -8,11 +8,12 @@ serving path never imports torch.
 from __future__ import annotations
 
 import functools
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from bench.video import write_video
 
 TEST_CLASSES = ["happy", "sad", "neutral", "angry"]
 TEST_MODEL = "tiny_test"
@@ -78,23 +79,10 @@ def make_video(
     path: Path, seconds: float = 1.0, fps: int = 8, size: tuple[int, int] = (224, 224), seed: int = 0,
     codec: str = "libx264", container: str | None = None,
 ) -> Path:  # fmt: skip
-    """Encode a short test video with PyAV (h264 in mp4 by default); size is (height, width)."""
-    path = Path(path)
-    with av.open(str(path), "w", format=container) as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.height, stream.width = size
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "ultrafast", "tune": "zerolatency"}
-        for i in range(round(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(_frame_pattern(i, size, seed), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    """Encode a short test video (h264 in mp4 by default); size is (height, width)."""
+    x264 = {"crf": "18", "preset": "ultrafast", "tune": "zerolatency"}
+    frames = (_frame_pattern(i, size, seed) for i in range(round(seconds * fps)))
+    return write_video(path, frames, fps, codec=codec, container=container, options=x264 if codec == "libx264" else {})
 
 
 def make_audio_only(path: Path, seconds: float = 0.5) -> Path:

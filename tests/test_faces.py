@@ -18,7 +18,7 @@ from s2d.service.faces import (
     similarity_transforms,
 )
 from s2d.service.media import iter_frames
-from tests.faces_helpers import astronaut_face, backdrop, lfw_patches, paste, write_video
+from tests.faces_helpers import astronaut_face, backdrop, lfw_patches, moving_faces, paste, write_video
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +119,7 @@ def test_similarity_transform_recovers_rotation_and_scale():
 
 
 def _moving_video(tmp_path, n=45, crossing=False, fps=30.0):
-    """One real face moving left to right; with `crossing`, a second (mirrored, re-tinted) one moving right to left."""
-    a = astronaut_face()
-    b = np.ascontiguousarray(a[:, ::-1, [1, 0, 2]])
-    frames = []
-    for i in range(n):
-        f = i / (n - 1)
-        frame = paste(backdrop(seed=1), a, int(20 + 420 * f), 30, 150)
-        if crossing:
-            frame = paste(frame, b, int(440 - 420 * f), 180, 150)
-        frames.append(frame)
-    return write_video(tmp_path / "move.mp4", frames, fps=fps)
+    return write_video(tmp_path / "move.mp4", moving_faces(n, crossing), fps=fps)
 
 
 def test_track_id_stable_for_a_moving_face(tmp_path, detector):

@@ -60,3 +60,17 @@ def test_the_wheel_holds_one_top_level_name_and_the_service_data(tmp_path):
     for module in ("s2d/models/s2d.py", "s2d/training/train.py", "s2d/service/app.py", "s2d/cli/__init__.py"):
         assert module in names
     assert "s2d/service/static/index.html" in names and "s2d/card.schema.json" in names
+
+
+def test_benchmarks_and_tools_never_import_the_test_suite():
+    import ast
+
+    from tools.check_layers import REPO
+
+    offenders = []
+    for path in [*REPO.glob("bench/*.py"), *REPO.glob("tools/*.py"), *REPO.glob("deploy/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not offenders, offenders

@@ -330,16 +330,9 @@ def test_settings_from_a_toml_file_and_the_environment(tmp_path, monkeypatch):
 
 def _two_faces_video(path: Path, n: int = 30, fps: float = 20.0) -> Path:
     """Two real faces (the astronaut and a mirrored, re-tinted copy) crossing a 640x360 frame."""
-    from tests.faces_helpers import astronaut_face, backdrop, paste, write_video
+    from tests.faces_helpers import moving_faces, write_video
 
-    a = astronaut_face()
-    b = np.ascontiguousarray(a[:, ::-1, [1, 0, 2]])
-    frames = []
-    for i in range(n):
-        f = i / (n - 1)
-        frame = paste(backdrop(seed=1), a, int(20 + 420 * f), 30, 150)
-        frames.append(paste(frame, b, int(440 - 420 * f), 180, 150))
-    return write_video(path, frames, fps=fps)
+    return write_video(path, moving_faces(n, crossing=True), fps=fps)
 
 
 def test_faces_mode_finds_tracks_and_classifies_each_person(server, tmp_path):

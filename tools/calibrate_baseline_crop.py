@@ -18,9 +18,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scenes import reference_photos  # noqa: E402
 from s2d.service.faces import create_detector  # noqa: E402
 from s2d.service.faces.align import similarity_transforms  # noqa: E402
-from tests.faces_helpers import reference_photos  # noqa: E402
 
 
 def main() -> None:
