@@ -36,7 +36,7 @@ async def readyz(state: StateDep) -> HealthResponse:
     "/metrics",
     summary="Prometheus metrics (text exposition format)",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"}, **error_responses(401)},
 )
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
