@@ -73,11 +73,14 @@ class VariantSpec(_Strict):
     providers: list[str] = Field(min_length=1)  # ONNX Runtime execution providers this file is meant for
     top1_agreement: float | None = Field(None, ge=0, le=1)  # vs PyTorch fp32 (fp32) or vs the fp32 ONNX (others)
     max_abs_logit_diff: float | None = Field(None, ge=0)
+    max_abs_prob_diff: float | None = Field(None, ge=0, le=1)  # of the softmax probabilities, vs the same reference
     agreement_clips: int | None = Field(None, ge=1)  # how many clips the two figures above were measured on
     size_bytes: int = Field(ge=0)
     sha256: str | None = Field(None, pattern=_SHA256)
     clips_per_s: float | None = Field(None, gt=0)  # batch 1, measured at export on `measured_on`; None = not timed
     measured_on: str | None = None  # the machine and provider the speed figure comes from
+    # The CPU's instruction sets when `clips_per_s` was measured (s2d.machine.isa_summary): int8 speed depends on them
+    measured_isa: str | None = None
     notes: str | None = None
 
     @field_validator("file")

@@ -66,24 +66,29 @@ class StoredModel:
             raise FileNotFoundError(f"model {self.name!r}: variant {variant!r} names {path}, which is missing")
         return path
 
+    def usable(self, variant: str, provider: str) -> bool:
+        """`variant` is meant for `provider`, its file is present, and it agrees with fp32 (fp32 always does)."""
+        spec = self.card.variants[variant]
+        agrees = variant == "fp32" or (spec.top1_agreement is not None and spec.top1_agreement >= MIN_AGREEMENT)
+        return provider in spec.providers and agrees and (self.path / spec.file).is_file()
+
+    def cpu_candidates(self) -> list[str]:
+        """The variants worth timing on this CPU: meant for the CPU provider and agreeing with fp32 (fp32 first)."""
+        return sorted((n for n in self.card.variants if self.usable(n, CPU)), key=lambda n: (n != "fp32", n))
+
     def choose_variant(self, providers: Iterable[str]) -> str:
-        """The variant to run with these ONNX Runtime providers (e.g. `onnxruntime.get_available_providers()`).
+        """The variant to run with these ONNX Runtime providers (e.g. `onnxruntime.get_available_providers()`),
+        from the card alone (the service times the CPU candidates at warm-up instead, `cpu_candidates`).
 
         fp16 when CUDA is available and the card has a CUDA fp16 variant; otherwise the fastest measured variant meant
         for the CPU provider (its clips/s in the card) with top-1 agreement >= 99%; otherwise fp32.
         """
         providers = set(providers)
         variants = self.card.variants
-
-        def usable(name: str, provider: str) -> bool:
-            spec = variants[name]
-            agrees = name == "fp32" or (spec.top1_agreement is not None and spec.top1_agreement >= MIN_AGREEMENT)
-            return provider in spec.providers and agrees and (self.path / spec.file).is_file()
-
-        if CUDA in providers and "fp16" in variants and usable("fp16", CUDA):
+        if CUDA in providers and "fp16" in variants and self.usable("fp16", CUDA):
             return "fp16"
         if CPU in providers:
-            timed = [n for n in variants if usable(n, CPU) and variants[n].clips_per_s is not None]
+            timed = [n for n in self.cpu_candidates() if variants[n].clips_per_s is not None]
             if timed:
                 return max(timed, key=lambda n: variants[n].clips_per_s)
         return "fp32"

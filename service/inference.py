@@ -9,17 +9,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from s2d.card import ModelCard
-from s2d.store import StoredModel
+from s2d.machine import cpu_name, isa_summary
+from s2d.store import MIN_AGREEMENT, StoredModel
 
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Timed batch-1 calls per candidate variant at warm-up: the median of 3 resists one disturbed call, and 3 calls of
+# s2d_base int8 are a few seconds of start-up on 2 cores.
+TRIAL_ROUNDS = 3
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -75,6 +79,10 @@ class OnnxClassifier:
         # sizes vary; plain malloc gives it back when the service is idle (malloc_trim: service.memory), at no speed
         # cost measured (BENCHMARKS.md, "int8 recipes").
         options.enable_cpu_mem_arena = False
+        # Idle intra-op threads sleep instead of spinning: the service shares its cores with decoding, face detection
+        # and other processes, and spinning threads took them away (s2d_base int8 1.2-1.4x slower with spinning on a
+        # loaded 2-core machine, BENCHMARKS.md "CPU serving per machine").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.path),
             sess_options=options,
@@ -139,9 +147,58 @@ class OnnxClassifier:
 
 
 def choose_variant(model: StoredModel, requested: str, providers: list[str]) -> str:
-    """`requested` when it names a variant, else the store's choice for these providers."""
+    """`requested` when it names a variant, else the store's choice for these providers (from the card)."""
     if requested == "auto":
         return model.choose_variant(providers)
     if requested not in model.card.variants:
         raise KeyError(f"model {model.name!r} has no variant {requested!r}; it has {sorted(model.card.variants)}")
     return requested
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """Which variant serves and why: what /v1/models and the log show."""
+
+    variant: str
+    how: str  # "pinned" (a setting), "measured" (timed at warm-up on this CPU) or "card" (the card's figures)
+    seconds_per_clip: dict[str, float]  # batch-1 median per candidate timed at warm-up; empty unless "measured"
+    cpu: str
+    isa: str  # this CPU's instruction sets (s2d.machine.isa_summary)
+    min_agreement: float  # the card agreement a candidate needed
+
+    @classmethod
+    def of(cls, variant: str | None, how: str, seconds_per_clip: dict[str, float] | None = None) -> VariantChoice:
+        """`variant`, or the fastest of `seconds_per_clip` when None, on this machine."""
+        seconds = seconds_per_clip or {}
+        chosen = variant or fastest_variant(seconds)
+        return cls(chosen, how, seconds, cpu_name(), isa_summary(), MIN_AGREEMENT)
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for the log: the variant, how it was chosen, and the timings it was chosen by."""
+        timed = ", ".join(f"{v} {t * 1000:.0f} ms" for v, t in self.seconds_per_clip.items())
+        by = f" (batch-1 calls on {self.cpu}, {self.isa}: {timed})" if timed else ""
+        return f"variant {self.variant}, {self.how}{by}"
+
+
+def fastest_variant(seconds_per_clip: dict[str, float]) -> str:
+    """The candidate with the least seconds per clip; on a tie the first named (candidates list fp32 first)."""
+    return min(seconds_per_clip, key=seconds_per_clip.__getitem__)
+
+
+def time_variants(classifiers: dict[str, OnnxClassifier], rounds: int = TRIAL_ROUNDS) -> dict[str, float]:
+    """Median seconds of a batch-1 call per classifier, after one untimed call each. Calls are interleaved round by
+    round, so load from other processes on a shared machine falls on every candidate alike."""
+    first = next(iter(classifiers.values()))
+    clip = np.random.default_rng(0).integers(0, 256, (1, *first.frame_shape), dtype=np.uint8)
+    for classifier in classifiers.values():
+        classifier.run(clip)  # allocations, weight prepacking
+    times: dict[str, list[float]] = {name: [] for name in classifiers}
+    for _ in range(rounds):
+        for name, classifier in classifiers.items():
+            start = time.perf_counter()
+            classifier.run(clip)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}

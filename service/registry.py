@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from s2d.card import CPU
 from s2d.service import metrics
 from s2d.service.batcher import Batcher
 from s2d.service.errors import NotReadyError, UnknownModelError
-from s2d.service.inference import OnnxClassifier, check_providers, choose_variant
+from s2d.service.inference import (
+    OnnxClassifier,
+    VariantChoice,
+    check_providers,
+    choose_variant,
+    time_variants,
+)
 from s2d.service.settings import Settings
 from s2d.store import ModelStore, StoredModel, preferred
 
@@ -20,6 +27,7 @@ class LoadedModel:
     stored: StoredModel
     classifier: OnnxClassifier
     batcher: Batcher
+    choice: VariantChoice
     warmup_s: float | None = None
 
     @property
@@ -47,6 +55,7 @@ class LoadedModel:
             "precision": card.variants[self.classifier.variant].precision,
             "max_batch": self.batcher.max_batch,
             "warmup_s": self.warmup_s,
+            "variant_choice": self.choice.describe(),
             "card": card.model_dump(mode="json"),
         }
 
@@ -70,25 +79,41 @@ class ModelRegistry:
             raise KeyError(f"the model store {self.store.root} holds no model (set S2D_MODEL_STORE or S2D_MODELS)")
         for name in names:
             stored = self.store.get(name)
-            variant = choose_variant(stored, s.variant, s.providers)
-            classifier = OnnxClassifier(stored, variant, s.providers, s.device_id, s.intra_op_threads)
+            classifier, choice = self._pick_variant(stored)
             batcher = Batcher(
                 classifier, s.max_batch, s.max_wait_ms, s.queue_size, extra_delay_ms=s.fault_inference_delay_ms
             )
-            self.models[name] = LoadedModel(stored, classifier, batcher)
+            self.models[name] = LoadedModel(stored, classifier, batcher, choice)
             metrics.MODEL_INFO.labels(
                 name,
                 stored.card.version,
-                variant,
-                stored.card.variants[variant].precision,
+                choice.variant,
+                stored.card.variants[choice.variant].precision,
                 classifier.provider,
                 str(stored.card.demo).lower(),
                 stored.card.family,
             ).set(1)
-            log.info("loaded model %s (%s) on %s from %s", name, variant, classifier.provider, classifier.path)
+            log.info("loaded model %s on %s from %s: %s", name, classifier.provider, classifier.path, choice.summary())
         if s.default_model is not None and s.default_model not in self.models:
             raise KeyError(f"default_model {s.default_model!r} is not among the loaded models {sorted(self.models)}")
         self.default_name = s.default_model or preferred(m.stored for m in self.models.values()).name
+
+    def _session(self, stored: StoredModel, variant: str) -> OnnxClassifier:
+        s = self.settings
+        return OnnxClassifier(stored, variant, s.providers, s.device_id, s.intra_op_threads)
+
+    def _pick_variant(self, stored: StoredModel) -> tuple[OnnxClassifier, VariantChoice]:
+        """The pinned variant (S2D_VARIANT); on CPU the fastest candidate timed here (card speeds come from another
+        CPU, maybe with other instruction sets); else the card's choice (GPU, or warm-up off)."""
+        s = self.settings
+        variant = choose_variant(stored, s.variant, s.providers)
+        candidates = stored.cpu_candidates()
+        if s.variant != "auto" or s.providers[0] != CPU or not s.warmup or len(candidates) < 2:
+            how = "pinned" if s.variant != "auto" else "card"
+            return self._session(stored, variant), VariantChoice.of(variant, how)
+        sessions = {v: self._session(stored, v) for v in candidates}
+        choice = VariantChoice.of(None, "measured", time_variants(sessions))
+        return sessions[choice.variant], choice
 
     def start(self) -> None:
         for model in self.models.values():

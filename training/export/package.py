@@ -11,7 +11,7 @@ from torch import nn
 
 from s2d.card import CPU, ModelCard, SourceCheckpoint, VariantSpec, parse_card
 from s2d.files import sha256_of
-from s2d.machine import cpu_name
+from s2d.machine import cpu_name, isa_summary
 from s2d.models import S2DModel
 from s2d.store import MIN_AGREEMENT, ModelStore, StoredModel
 from s2d.training.export.graph import INPUT_NAME, OUTPUT_NAMES, export_onnx, onnx_parity
@@ -128,6 +128,7 @@ def write_model_folder(
             sha256=sha256_of(path),
             clips_per_s=clips_per_second(session, evaluation[0]) if timed else None,
             measured_on=measured_on if timed else None,
+            measured_isa=isa_summary() if timed else None,
             notes=_VARIANT_NOTES.get(variant, "") + (f" int8 method: {int8_method}." if variant == "int8" else ""),
             **figures,
         )
