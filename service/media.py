@@ -173,6 +173,41 @@ def iter_frames(
         yield from _decode(container, stream, info, limits, max_fps)
 
 
+def open_url(
+    url: str, *, limits: MediaLimits, options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None,
+    format: str | None = None,
+) -> av.container.InputContainer:  # fmt: skip
+    """Open a network stream or a device (a camera over RTSP, an HLS playlist, `/dev/video0` with format "v4l2"):
+    FFmpeg `options`, (open, read) `timeout` in seconds; the video stream's frame size is checked before any frame is
+    decoded. Frames come from `container_frames`."""
+    try:
+        container = av.open(url, mode="r", format=format, options=options or {}, timeout=timeout,
+                            metadata_errors="ignore")  # fmt: skip
+    except (av.FFmpegError, ValueError, OSError) as e:
+        raise UndecodableMediaError(f"cannot open the stream: {decoder_message(e)}", reason="container") from e
+    try:
+        codec = _video_stream(container).codec_context
+        check_size(codec.width, codec.height, limits)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+def container_frames(
+    container: av.container.InputContainer, *, limits: MediaLimits, max_fps: float | None = None
+) -> Iterator[Frame]:
+    """The frames of an open container's first video stream, as `iter_frames` yields them (every frame decoded,
+    only those `max_fps` keeps converted; `index` counts the decoded ones). The caller closes the container.
+
+    One decoding thread: a live stream arrives at its own pace and many share the cores (FFmpeg would otherwise start
+    threads per core for each)."""
+    stream = _video_stream(container)
+    stream.thread_type = "NONE"
+    stream.codec_context.thread_count = 1
+    yield from _decode(container, stream, _info(container, stream, rotation=0), limits, max_fps)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Internals
 

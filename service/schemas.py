@@ -33,6 +33,27 @@ class ClassifyOptions(BaseModel):
     )
 
 
+class StreamOptions(BaseModel):
+    """How a live stream is analysed: the hello of `/v1/stream` (with `type` and `model`) and the `options` of a
+    server-side source (`POST /v1/sources`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(
+        "faces", description="faces: detect and track faces; aligned: every frame is one aligned face crop (track 0)"
+    )
+    fps: float = Field(15.0, gt=0, le=120, description="the frame rate frames are taken at (capped by the server)")
+    window_seconds: float | None = Field(None, gt=0)
+    hop_seconds: float | None = Field(None, gt=0)
+    smoothing: Smoothing = "ema"
+    ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
+    hysteresis: float = Field(
+        0.1, ge=0, le=1, description="the smoothed label changes only when a class leads it by this margin"
+    )
+    tracks_fps: float = Field(10.0, ge=0, le=60, description="most `tracks` events per second (0: none)")
+    stats_interval_s: float = Field(1.0, ge=0.1, le=60)
+
+
 class Prediction(BaseModel):
     label: str = Field(examples=["happy"])
     confidence: float = Field(ge=0, le=1, examples=[0.91])
@@ -141,3 +162,94 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "ready"]
     models: list[str] = []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Server-side sources (POST /v1/sources: RTSP / HLS / HTTP URLs the server pulls)
+
+SourceState = Literal["connecting", "live", "reconnecting", "ended", "failed"]
+
+
+class SourceOptions(StreamOptions):
+    """How a source is analysed (the stream options; `fps` is the rate frames are taken at) and read."""
+
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP (through firewalls) or UDP")
+    realtime: bool | None = Field(
+        None,
+        description="read no faster than real time (an HLS playlist or a file over HTTP is served as fast as the "
+        "network allows; a camera delivers in real time); default: on for http(s), off for rtsp(s)",
+    )
+
+
+class SourceRequest(BaseModel):
+    """Body of POST /v1/sources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        max_length=2048, description="rtsp://, rtsps://, http:// or https:// (HLS playlist or a progressive file)",
+        examples=["rtsp://10.0.0.12:554/stream1"],
+    )  # fmt: skip
+    name: str | None = Field(None, max_length=100, description="a label for people; the id names the source")
+    model: str | None = Field(None, description="model name; default: the service's default model")
+    options: SourceOptions = Field(default_factory=SourceOptions)
+
+
+class SourceFrames(BaseModel):
+    decoded: int = Field(0, description="frames FFmpeg decoded: every frame the camera sent")
+    taken: int = Field(0, description="frames converted to RGB at the source's rate and handed to the face pipeline")
+    replaced: int = Field(0, description="taken frames replaced by a newer one before the pipeline took them")
+
+
+class SourceInfo(BaseModel):
+    id: str
+    name: str | None
+    url: str = Field(description="the URL, without any password it held")
+    model: str
+    state: SourceState = Field(
+        description="connecting (first attempt), live (frames arriving), reconnecting (dropped or refused; retrying "
+        "with back-off), ended (the media ended or the source was stopped), failed (gave up: see last_error)"
+    )
+    state_since: float = Field(description="when the state began, Unix seconds")
+    created_at: float
+    attempts: int = Field(0, description="connection attempts failed in a row (0 while live)")
+    reconnects: int = Field(0, description="connection attempts after the first, in all")
+    last_error: str | None = None
+    frames: SourceFrames = Field(default_factory=SourceFrames)
+    stream: dict[str, Any] = Field(
+        default_factory=dict, description="the live stream's counts: frames processed and dropped, windows, latency"
+    )
+    faces_detected: int = Field(0, description="faces found, summed over processed frames")
+    results: int = Field(0, description="windows classified")
+    options: SourceOptions
+    notes: list[str] = Field(default_factory=list, examples=[["no face was found in 120 frames"]])
+
+
+class SourceList(BaseModel):
+    sources: list[SourceInfo]
+    max_sources: int
+
+
+class StreamResult(Prediction):
+    """A `result` event of a stream or a source: one classified window of one person."""
+
+    type: Literal["result"] = "result"
+    track_id: int
+    t_start: float = Field(description="seconds of stream time")
+    t_end: float
+    smoothed: Prediction | None = None
+    box: list[float] | None = Field(None, description="the face box in the window's last frame, x1 y1 x2 y2 pixels")
+    padded: bool = False
+    seq: int | None = None
+    frame_ts: float | None = Field(None, description="timestamp (ms) of the frame that completed the window")
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class TrackResults(BaseModel):
+    track_id: int
+    results: list[StreamResult] = Field(description="the newest last, at most the asked number")
+
+
+class SourceResults(BaseModel):
+    source: SourceInfo
+    tracks: list[TrackResults]

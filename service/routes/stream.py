@@ -24,6 +24,7 @@ from s2d.service.streams import (
     CLOSE_TRY_LATER,
     SUBPROTOCOL,
     LiveStream,
+    Outbox,
     StreamConfig,
     StreamHello,
     drain_task,
@@ -34,23 +35,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def _config(settings) -> StreamConfig:
-    return StreamConfig(
-        max_frame_bytes=settings.stream_max_frame_bytes,
-        max_pixels=min(settings.stream_max_pixels, settings.max_pixels),
-        max_fps=settings.stream_max_fps,
-        frame_buffer=settings.stream_frame_buffer,
-        send_queue=settings.stream_send_queue,
-        send_timeout_s=settings.stream_send_timeout_s,
-        window_deadline_s=settings.stream_window_deadline_s,
-        idle_timeout_s=settings.stream_idle_timeout_s,
-        detector=settings.detector,
-        detect_every=settings.detect_every,
-        extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
-    )
-
-
-async def _refuse(ws: WebSocket, code: int, reason: str, error_code: str) -> None:
+async def refuse(ws: WebSocket, code: int, reason: str, error_code: str) -> None:
     """Send an error event, then close with `code` and `reason` (a close reason is at most 123 bytes)."""
     with contextlib.suppress(Exception):
         await ws.send_text(dumps({"type": "error", "code": error_code, "message": reason, "fatal": True}))
@@ -63,11 +48,11 @@ async def stream(ws: WebSocket, state: StateDep) -> None:
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     hub = state.streams
     if state.shutdown.started:
-        await _refuse(ws, CLOSE_GOING_AWAY, SHUTTING_DOWN, "shutting_down")
+        await refuse(ws, CLOSE_GOING_AWAY, SHUTTING_DOWN, "shutting_down")
         return
     if hub.full:
         metrics.REJECTED.labels("streams_full").inc()
-        await _refuse(ws, CLOSE_TRY_LATER, f"too many streams ({hub.active} open); try again later", "busy")
+        await refuse(ws, CLOSE_TRY_LATER, f"too many streams ({hub.active} open); try again later", "busy")
         return
     hub.enter()
     try:
@@ -93,7 +78,7 @@ async def _start(ws: WebSocket, state: AppState) -> LiveStream | None:
     try:
         message = await asyncio.wait_for(ws.receive(), settings.stream_idle_timeout_s)
     except TimeoutError:
-        await _refuse(ws, CLOSE_GOING_AWAY, "idle timeout: no hello", "idle_timeout")
+        await refuse(ws, CLOSE_GOING_AWAY, "idle timeout: no hello", "idle_timeout")
         return None
     _raise_if_gone(message)
     text = message.get("text")
@@ -104,18 +89,18 @@ async def _start(ws: WebSocket, state: AppState) -> LiveStream | None:
     except (ValueError, ValidationError) as err:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()) if isinstance(
             err, ValidationError) else str(err)  # fmt: skip
-        await _refuse(ws, CLOSE_PROTOCOL, f"bad hello: {detail}", "bad_hello")
+        await refuse(ws, CLOSE_PROTOCOL, f"bad hello: {detail}", "bad_hello")
         return None
     try:
         model = state.registry.get(hello.model)
         window_s, hop_s = resolve_window(model.stored.card.window_seconds, hello, state.limits)
     except NotReadyError as err:
-        await _refuse(ws, CLOSE_TRY_LATER, err.message, err.code)
+        await refuse(ws, CLOSE_TRY_LATER, err.message, err.code)
         return None
     except (UnknownModelError, ServiceError) as err:
-        await _refuse(ws, CLOSE_POLICY, err.message, err.code)
+        await refuse(ws, CLOSE_POLICY, err.message, err.code)
         return None
-    return LiveStream(hello, model, window_s, hop_s, _config(settings), state.executor)
+    return LiveStream(hello, model, window_s, hop_s, StreamConfig.from_settings(settings), state.executor)
 
 
 def _raise_if_gone(message: dict) -> None:
@@ -127,8 +112,8 @@ async def _run(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> None:
     tasks = [
         asyncio.create_task(_receive(ws, live, idle_timeout_s), name="stream-receive"),
         asyncio.create_task(live.process(), name="stream-process"),
-        asyncio.create_task(_send(ws, live), name="stream-send"),
-        asyncio.create_task(_tick(live), name="stream-stats"),
+        asyncio.create_task(send_events(ws, live.outbox, live.config.send_timeout_s), name="stream-send"),
+        asyncio.create_task(live.tick(), name="stream-stats"),
     ]
     receiver, processor, sender, _ = tasks
     waiting = {receiver, processor, sender}
@@ -179,13 +164,13 @@ async def _receive(ws: WebSocket, live: LiveStream, idle_timeout_s: float) -> No
             live.error("bad_message", "text messages are JSON objects with type 'end' or 'ping' (frames are binary)")
 
 
-async def _send(ws: WebSocket, live: LiveStream) -> None:
-    """Send events in order; close when asked. A client that does not read for send_timeout_s is closed."""
-    timeout = live.config.send_timeout_s
+async def send_events(ws: WebSocket, outbox: Outbox, timeout: float) -> None:
+    """Send the outbox's events in order; close when it asks. A client that does not read for `timeout` is closed
+    (1008). Live streams and the event sockets of server-side sources (routes.sources) send this way."""
     try:
-        while (event := await live.outbox.get()) is not None:
+        while (event := await outbox.get()) is not None:
             await asyncio.wait_for(ws.send_text(dumps(event)), timeout)
-        code, reason = live.outbox.closing
+        code, reason = outbox.closing
         await asyncio.wait_for(ws.close(code, reason), timeout)
     except TimeoutError:  # (before OSError, its base class)
         metrics.REJECTED.labels("slow_reader").inc()
@@ -196,10 +181,3 @@ async def _send(ws: WebSocket, live: LiveStream) -> None:
         raise WebSocketDisconnect(getattr(gone, "code", 1006)) from None  # the client is gone
     except RuntimeError:
         return  # Starlette refuses to send once the socket is closed: it was closed on purpose already
-
-
-async def _tick(live: LiveStream) -> None:
-    """Periodic stats (droppable: a slow reader loses these first)."""
-    while True:
-        await asyncio.sleep(live.hello.stats_interval_s)
-        live.outbox.put(live.stats_event(), droppable=True)

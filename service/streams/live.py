@@ -47,6 +47,23 @@ class StreamConfig:
     detect_every: int
     extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
 
+    @classmethod
+    def from_settings(cls, settings) -> StreamConfig:
+        """What `service.settings.Settings` fixes for every stream (WebSocket streams and server-side sources)."""
+        return cls(
+            max_frame_bytes=settings.stream_max_frame_bytes,
+            max_pixels=min(settings.stream_max_pixels, settings.max_pixels),
+            max_fps=settings.stream_max_fps,
+            frame_buffer=settings.stream_frame_buffer,
+            send_queue=settings.stream_send_queue,
+            send_timeout_s=settings.stream_send_timeout_s,
+            window_deadline_s=settings.stream_window_deadline_s,
+            idle_timeout_s=settings.stream_idle_timeout_s,
+            detector=settings.detector,
+            detect_every=settings.detect_every,
+            extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
+        )
+
 
 @dataclass
 class _Processed:
@@ -101,16 +118,22 @@ class StreamStats:
 
 
 class LiveStream:
-    """One client's stream: frames -> face pipeline (in the shared pipeline executor) -> the model's batcher.
+    """One stream: frames -> face pipeline (in the shared pipeline executor) -> the model's batcher.
 
-    The endpoint feeds `on_frame` / `end` from its receive loop and sends what `outbox.get()` yields; all state
-    changes happen on the event loop, the face pipeline runs in a worker thread one frame at a time.
+    The WebSocket endpoint feeds `on_frame` (encoded images) and a server-side source `on_image` (frames it decoded
+    itself); everything after decoding is the same. The owner sends what `outbox.get()` yields; all state changes
+    happen on the event loop, the face pipeline runs in a worker thread one frame at a time. `origin` labels the
+    frame and face counters (`stream`, `source`).
     """
 
-    def __init__(self, hello: StreamHello, model, window_s: float, hop_s: float, config: StreamConfig, executor):
+    def __init__(
+        self, hello: StreamHello, model, window_s: float, hop_s: float, config: StreamConfig, executor,
+        origin: str = "stream",
+    ):  # fmt: skip
         from s2d.service.faces import FacePipeline, WindowBuilder
 
         self.hello, self.model, self.config, self.executor = hello, model, config, executor
+        self.origin = origin
         card = model.stored.card
         self.classes: list[str] = card.classes
         self.window_s, self.hop_s = window_s, hop_s
@@ -172,6 +195,16 @@ class LiveStream:
             self._drop_frame("too_large" if err.code == "too_large" else "malformed")
             self.error(err.code, err.message)
             return
+        self._accept(frame)
+
+    def on_image(self, image: np.ndarray, ts_ms: float, seq: int, arrived: float) -> None:
+        """A frame decoded already (uint8 RGB [H, W, 3], its size checked by whoever decoded it): from here on the
+        same path as an encoded frame."""
+        self.stats.frames_received += 1
+        self._accept(FrameMessage(seq=seq, ts=ts_ms, payload=b"", arrived=arrived, image=image))
+
+    def _accept(self, frame: FrameMessage) -> None:
+        """Timestamps in order and at most the stream's rate; then the frame waits for the pipeline."""
         if self._last_ts is not None:
             if frame.ts <= self._last_ts:
                 self._drop_frame("out_of_order")
@@ -205,7 +238,7 @@ class LiveStream:
         """Decode, find faces, cut windows: (tracks, windows, (width, height))."""
         from s2d.service.media import Frame
 
-        image = decode_image(frame.payload, self.config.max_pixels)
+        image = frame.image if frame.image is not None else decode_image(frame.payload, self.config.max_pixels)
         t = (frame.ts - self._t0_ms) / 1000.0
         h, w = image.shape[:2]
         if self.pipeline is not None:
@@ -236,8 +269,8 @@ class LiveStream:
                 continue
             self.stats.frames_processed += 1
             self.stats.faces += len(done.tracks)
-            metrics.FRAMES.labels("stream").inc()
-            metrics.FACES.labels("stream").inc(len(done.tracks))
+            metrics.FRAMES.labels(self.origin).inc()
+            metrics.FACES.labels(self.origin).inc(len(done.tracks))
             self._send_tracks(done.frame, done.tracks, done.size)
             for window in done.windows:
                 self._offer(window, done.frame)
@@ -248,6 +281,12 @@ class LiveStream:
             await asyncio.gather(*(s.inflight for s in self.tracks.values() if s.inflight), return_exceptions=True)
         self.outbox.put(self.stats_event(final=True))
         self.outbox.close(CLOSE_NORMAL, "end of stream")
+
+    async def tick(self) -> None:
+        """Periodic stats until cancelled (droppable: a slow reader loses these first)."""
+        while True:
+            await asyncio.sleep(self.hello.stats_interval_s)
+            self.outbox.put(self.stats_event(), droppable=True)
 
     def _send_tracks(self, frame: FrameMessage, tracks: list, size: tuple[int, int]) -> None:
         rate = self.hello.tracks_fps

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from s2d.service.errors import MediaError, ProtocolError
+from s2d.service.schemas import StreamOptions
 
 MAGIC = b"S2D1"
 HEADER = struct.Struct("<4sdI")  # magic, client timestamp (ms, float64), sequence number (uint32): 16 bytes
@@ -25,34 +26,20 @@ FRAME_DROP_REASONS = ("behind", "rate", "out_of_order", "malformed", "too_large"
 WINDOW_DROP_REASONS = ("superseded", "busy", "deadline", "failed")
 
 
-class StreamHello(BaseModel):
-    """The first message of a stream."""
-
-    model_config = ConfigDict(extra="forbid")
+class StreamHello(StreamOptions):
+    """The first message of a stream: the stream options, and which model."""
 
     type: Literal["hello"]
     model: str | None = Field(None, description="model name; default: the service's default model")
-    mode: Literal["faces", "aligned"] = Field(
-        "faces", description="faces: detect and track faces; aligned: every frame is one aligned face crop (track 0)"
-    )
-    fps: float = Field(15.0, gt=0, le=120, description="the frame rate the client sends at (capped by the server)")
-    window_seconds: float | None = Field(None, gt=0)
-    hop_seconds: float | None = Field(None, gt=0)
-    smoothing: Literal["none", "ema"] = "ema"
-    ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window (1 = no smoothing)")
-    hysteresis: float = Field(
-        0.1, ge=0, le=1, description="the smoothed label changes only when a class leads it by this margin"
-    )
-    tracks_fps: float = Field(10.0, ge=0, le=60, description="most `tracks` events per second (0: none)")
-    stats_interval_s: float = Field(1.0, ge=0.1, le=60)
 
 
 @dataclass
 class FrameMessage:
     seq: int
     ts: float  # client timestamp, milliseconds
-    payload: bytes  # the encoded image
+    payload: bytes  # the encoded image (empty when `image` is given)
     arrived: float  # time.monotonic() when the message was read
+    image: np.ndarray | None = None  # a frame decoded already (server-side sources): uint8 RGB [H, W, 3]
 
 
 def parse_frame(data: bytes, max_bytes: int, arrived: float) -> FrameMessage:
