@@ -69,51 +69,46 @@ def clip_frames(quality: int = 80) -> list[bytes]:
     return [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), encode)[1].tobytes() for f in frames]
 
 
-async def one_stream(url: str, headers: dict, hello: dict, frames: list[bytes], fps: float, seconds: float,
+async def one_stream(url: str, api_key: str | None, hello: dict, frames: list[bytes], fps: float, seconds: float,
                      start_at: float) -> StreamOutcome:  # fmt: skip
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
-    from s2d.service.streams import pack_frame
+    from s2d.client import AsyncClient, S2DError, StreamClosed
 
     out = StreamOutcome()
-    ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/v1/stream"
-    async with connect(ws_url, additional_headers=headers, max_size=None, open_timeout=60) as ws:
-        await ws.send(json.dumps({"type": "hello", **hello}))
-        ready = json.loads(await ws.recv())
-        if ready["type"] != "ready":
-            out.close = f"refused: {ready}"
-            return out
-
-        async def read() -> None:
-            async for message in ws:
-                event = json.loads(message)
-                if event["type"] == "result":
-                    out.results += 1
-                    if event.get("frame_ts"):
-                        out.latencies_ms.append(time.time() * 1000 - event["frame_ts"])
-                        out.sent_s.append(event["frame_ts"] / 1000 - began_wall)
-                elif event["type"] == "error":
-                    out.errors[event["code"]] = out.errors.get(event["code"], 0) + 1
-                elif event["type"] == "end":
-                    out.end = event
-
-        began_wall = time.time() + max(0.0, start_at - time.monotonic())
-        reader = asyncio.create_task(read())
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        began = time.monotonic()
-        i = 0
-        while time.monotonic() - began < seconds:
-            await ws.send(pack_frame(frames[i % len(frames)], time.time() * 1000, i))
-            out.frames_sent += 1
-            i += 1
-            await asyncio.sleep(max(0.0, began + i / fps - time.monotonic()))
-        await ws.send(json.dumps({"type": "end"}))
+    async with AsyncClient(url, api_key=api_key, timeout=60) as client:
         try:
-            await asyncio.wait_for(reader, 60)
-        except (TimeoutError, ConnectionClosed):
-            reader.cancel()
-        out.close = f"{ws.close_code} {ws.close_reason or ''}".strip()
+            async with client.stream(**hello) as stream:
+
+                async def read() -> None:
+                    async for event in stream:
+                        if event["type"] == "result":
+                            out.results += 1
+                            if event.get("frame_ts"):
+                                out.latencies_ms.append(time.time() * 1000 - event["frame_ts"])
+                                out.sent_s.append(event["frame_ts"] / 1000 - began_wall)
+                        elif event["type"] == "error":
+                            out.errors[event["code"]] = out.errors.get(event["code"], 0) + 1
+                        elif event["type"] == "end":
+                            out.end = event
+
+                began_wall = time.time() + max(0.0, start_at - time.monotonic())
+                reader = asyncio.create_task(read())
+                await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+                began = time.monotonic()
+                i = 0
+                while time.monotonic() - began < seconds:
+                    await stream.send_frame(frames[i % len(frames)], time.time() * 1000, i)
+                    out.frames_sent += 1
+                    i += 1
+                    await asyncio.sleep(max(0.0, began + i / fps - time.monotonic()))
+                await stream.send_end()
+                try:
+                    await asyncio.wait_for(reader, 60)
+                except (TimeoutError, StreamClosed):
+                    reader.cancel()
+                code, reason = stream.closed or (None, "")
+                out.close = f"{code} {reason}".strip()
+        except S2DError as err:  # refused (1013 too many streams, 1008 key or hello) or unreachable
+            out.close = f"refused: {err}"
     return out
 
 
@@ -142,15 +137,14 @@ MIB = 1024 * 1024
 SLICE_S = 10.0  # latency p50 per slice of the run (by the send time of the frame)
 
 
-async def one_round(args: argparse.Namespace, client: httpx.Client, headers: dict, hello: dict,
-                    frames: list[bytes]) -> dict:  # fmt: skip
+async def one_round(args: argparse.Namespace, client: httpx.Client, hello: dict, frames: list[bytes]) -> dict:
     start_rss = resident_bytes(client)
     samples: list[float] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_memory(client, samples, stop))
     start_at = time.monotonic() + 1.0  # every stream starts sending together, after all have connected
     outcomes = await asyncio.gather(
-        *(one_stream(args.url, headers, hello, frames, args.fps, args.seconds, start_at)
+        *(one_stream(args.url, args.api_key, hello, frames, args.fps, args.seconds, start_at)
           for _ in range(args.streams)),
         return_exceptions=True,
     )  # fmt: skip
@@ -201,13 +195,13 @@ async def run(args: argparse.Namespace) -> dict:
     with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
         if args.warmup > 0:  # first use at full width: what the server keeps for life, not per-stream state
             start_at = time.monotonic() + 1.0
-            await asyncio.gather(*(one_stream(args.url, headers, hello, frames, args.fps, args.warmup, start_at)
+            await asyncio.gather(*(one_stream(args.url, args.api_key, hello, frames, args.fps, args.warmup, start_at)
                                    for _ in range(args.warmup_streams or args.streams)))  # fmt: skip
             await asyncio.sleep(args.settle)
         baseline = resident_bytes(client)
         rounds = []
         for i in range(args.rounds):
-            rounds.append(await one_round(args, client, headers, hello, frames))
+            rounds.append(await one_round(args, client, hello, frames))
             print(f"round {i + 1}/{args.rounds}: " + round_line(rounds[-1]), flush=True)
         healthy = client.get("/healthz").status_code == 200
     settled = [r["memory_mib"]["settled"] for r in rounds]

@@ -1,17 +1,14 @@
-"""Helpers for the live-stream tests: frames with a real face (the astronaut photo), a WebSocket client, Y4M files."""
+"""Helpers for the live-stream tests: frames with a real face (the astronaut photo), a stream client, Y4M files."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from s2d.service.streams import pack_frame
+from s2d.client import Client, StreamClosed, SyncStream, encode_jpeg
 from tests.faces_helpers import astronaut_face, backdrop, paste
 
 FACE_HEIGHT = 180  # pixels of the pasted head-and-shoulders photo
@@ -32,9 +29,7 @@ def face_frames(n: int, size: tuple[int, int] = (360, 640), seed: int = 0) -> li
 
 
 def jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return buf.tobytes()
+    return encode_jpeg(image_rgb, quality)
 
 
 def aligned_frames(n: int) -> list[bytes]:
@@ -44,30 +39,33 @@ def aligned_frames(n: int) -> list[bytes]:
 
 
 class StreamClient:
-    """A synchronous WebSocket client speaking the stream protocol (websockets' sync client)."""
+    """A synchronous stream for the tests, on the project's client (s2d.client): every event read is kept in
+    `events`; `ws` is the client's stream (`send_raw` for the protocol's refusals). A refused handshake raises at
+    construction (`StreamUnauthorized`)."""
 
     def __init__(self, url: str, api_key: str | None = None, via_subprotocol: bool = False, **hello):
-        headers, subprotocols = {}, None
-        if api_key and via_subprotocol:
-            subprotocols = ["s2d.v1", f"bearer.{api_key}"]
-        elif api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        ws_url = url.replace("http://", "ws://") + "/v1/stream"
-        self.ws: ClientConnection = connect(
-            ws_url, additional_headers=headers, subprotocols=subprotocols, open_timeout=20, max_size=None
-        ).__enter__()  # closed by close(); websockets 17 wants `with` or __enter__
+        self._client = Client(url, api_key, timeout=60)
+        try:
+            self.ws: SyncStream = self._client.open_stream(via_subprotocol=via_subprotocol)
+        except BaseException:
+            self._client.close()
+            raise
         self.events: list[dict] = []
         self.hello = hello
 
     def start(self, **hello) -> dict:
-        self.ws.send(json.dumps({"type": "hello", **self.hello, **hello}))
-        return self.next_event()
+        ready = self.ws.start(**self.hello, **hello)
+        self.events.append(ready)
+        return ready
 
     def send_frame(self, image: bytes, ts_ms: float, seq: int) -> None:
-        self.ws.send(pack_frame(image, ts_ms, seq))
+        self.ws.send_frame(image, ts_ms, seq)
 
     def next_event(self, timeout: float = 30) -> dict:
-        event = json.loads(self.ws.recv(timeout=timeout))
+        """The next event; StreamClosed once the server closed (normally too), TimeoutError after `timeout`."""
+        event = self.ws.recv(timeout)
+        if event is None:
+            raise StreamClosed(*self.ws.closed)
         self.events.append(event)
         return event
 
@@ -82,9 +80,11 @@ class StreamClient:
                 return out
 
     def finish(self, timeout: float = 60) -> dict:
-        """Send `end`; read until the `end` event and the close. Returns the end event."""
-        self.ws.send(json.dumps({"type": "end"}))
-        return self.read_until("end", timeout)
+        """Send `end`; read until the `end` event. Returns it."""
+        end = self.ws.end(timeout)
+        while self.next_event() is not end:  # the events before it, which end() kept for reading
+            pass
+        return end
 
     def read_until(self, kind: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout
@@ -99,15 +99,18 @@ class StreamClient:
         try:
             while time.monotonic() < deadline:
                 self.next_event(timeout=max(deadline - time.monotonic(), 0.001))
-        except ConnectionClosed:
+        except (StreamClosed, TimeoutError):
             pass
-        return self.ws.close_code, self.ws.close_reason or ""
+        return self.ws.closed or (None, "")
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e["type"] == kind]
 
     def close(self) -> None:
-        self.ws.close()
+        try:
+            self.ws.close()
+        finally:
+            self._client.close()
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> Path:

@@ -1,4 +1,4 @@
-"""The live stream over a real WebSocket: a uvicorn server in a subprocess (torch blocked), websockets' client.
+"""The live stream over a real WebSocket: a uvicorn server in a subprocess (torch blocked), the client s2d.client.
 
 Covers ordering, timestamps, drop accounting, smoothing, limits and malformed messages; plus the small parts
 (image header sizes, the outbox policy, hysteresis) directly, and (in-process, to see the server's own objects)
@@ -17,9 +17,9 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from websockets.exceptions import InvalidStatus
 
 from bench.server import running_server
+from s2d.client import StreamUnauthorized
 from s2d.service.errors import ProtocolError
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 from s2d.service.streams import Outbox, decode_image, pack_frame
@@ -262,7 +262,7 @@ def test_malformed_messages_get_errors_and_do_not_affect_other_streams(server):
         pack_frame(frame, 1400, 4),  # a good one still works
     ]
     for message in messages:
-        bad.ws.send(message)
+        bad.ws.send_raw(message)
         time.sleep(0.15)  # one at a time: none is dropped for being behind
     end = bad.finish()
     codes = [e["code"] for e in bad.of("error")]
@@ -290,17 +290,17 @@ def test_malformed_messages_get_errors_and_do_not_affect_other_streams(server):
 )
 def test_bad_hello_closes_with_a_reason(server, first, code, reason):
     c = client(server)
-    c.ws.send(first)
+    c.ws.send_raw(first)
     got_code, got_reason = c.wait_closed()
     assert got_code == code and reason in got_reason
     assert c.of("error") and c.of("error")[0]["fatal"]
 
 
 def test_api_key_is_required_and_accepted_as_subprotocol(server):
-    with pytest.raises(InvalidStatus) as info:
+    with pytest.raises(StreamUnauthorized) as info:
         StreamClient(server.url, None)
-    assert info.value.response.status_code == 403
-    with pytest.raises(InvalidStatus):
+    assert (info.value.status, info.value.close_code, info.value.code) == (403, 1008, "unauthorized")
+    with pytest.raises(StreamUnauthorized):
         StreamClient(server.url, "wrong-key")
     c = StreamClient(server.url, API_KEY, via_subprotocol=True, mode="aligned")
     assert c.ws.subprotocol == "s2d.v1"
@@ -318,7 +318,7 @@ def test_stream_limit_idle_timeout_and_message_size(server):
     code, reason = extra.wait_closed()
     assert code == 1013 and "too many streams" in reason
     # A message over the socket's size cap closes with 1009.
-    open_[1].ws.send(b"S2D1" + b"\x00" * 12 + b"x" * (MAX_FRAME_BYTES + 1000))
+    open_[1].ws.send_raw(b"S2D1" + b"\x00" * 12 + b"x" * (MAX_FRAME_BYTES + 1000))
     assert open_[1].wait_closed()[0] == 1009
     # A stream that goes silent is closed after the idle timeout.
     code, reason = open_[0].wait_closed(timeout=IDLE_S + 10)
@@ -348,7 +348,7 @@ def test_clients_that_leave_at_once_are_logged_once_at_info_without_a_traceback(
 
     for i in range(20):  # one at a time, so the stream limit never refuses one of them
         c = client(server, mode="aligned")
-        c.ws.send(json.dumps({"type": "hello", "mode": "aligned"}))
+        c.ws.send_raw(json.dumps({"type": "hello", "mode": "aligned"}))
         c.close()
         deadline = time.monotonic() + 10
         while len(gone()) <= i and time.monotonic() < deadline:
@@ -362,7 +362,7 @@ def test_clients_that_leave_at_once_are_logged_once_at_info_without_a_traceback(
 def test_ping_and_stats_heartbeat(server):
     c = client(server, mode="aligned", stats_interval_s=0.2)
     c.start()
-    c.ws.send(json.dumps({"type": "ping", "t": 42}))
+    c.ws.ping(42)
     assert c.read_until("pong")["t"] == 42
     stats = [e for e in c.drain(1.0) if e["type"] == "stats"]
     assert len(stats) >= 3, "stats arrive every stats_interval_s even without frames"

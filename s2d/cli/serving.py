@@ -1,8 +1,9 @@
-"""`s2d serve` and `s2d predict`: the service, and the same pipeline on a file without a server."""
+"""`s2d serve` and `s2d predict`: the service, and one video through the same pipeline, here or on a server."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,20 +26,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Run the service pipeline on one video without a server: JSON, PNG timeline, optional annotated video."""
-    from s2d.service.errors import ServiceError
-    from s2d.service.inference import ProviderUnavailableError
-    from s2d.service.predict import annotate_video, plot_timeline, predict_video
-    from s2d.service.schemas import ClassifyOptions
-    from s2d.service.settings import load_settings
-
+    """Classify one video: with the service pipeline here (no server), or by a running server (--server). Writes the
+    JSON answer, a PNG timeline and optionally the annotated video."""
     source = Path(args.video)
     if not source.exists():
         raise FileNotFoundError(f"no such video or frame folder: {source}")
-    options = ClassifyOptions(
+    options = dict(
         model=args.model, mode=args.mode, window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
         smoothing=args.smoothing, ema_alpha=args.ema_alpha,
     )  # fmt: skip
+    result = _predict_remote(source, options, args) if args.server else _predict_here(source, options, args)
+    if isinstance(result, int):
+        return result
+    _write_outputs(result, source, args)
+    return 0
+
+
+def _predict_here(source: Path, options: dict, args: argparse.Namespace):
+    """The ClassifyResponse from the pipeline in this process, or the exit status of a reported error."""
+    from s2d.service.errors import ServiceError
+    from s2d.service.inference import ProviderUnavailableError
+    from s2d.service.predict import predict_video
+    from s2d.service.schemas import ClassifyOptions
+    from s2d.service.settings import load_settings
+
     overrides: dict = {"warmup": False}
     if args.store:
         overrides["model_store"] = args.store
@@ -54,13 +65,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         settings = settings.model_copy(update={"models": [ModelStore(settings.model_store).default().name]})
     try:
-        result = predict_video(source, settings, options, fps=args.fps)
+        return predict_video(source, settings, ClassifyOptions(**options), fps=args.fps)
     except ServiceError as err:  # media errors included: one family, each with its stable code
         print(f"error ({err.code}): {err.message}", file=sys.stderr)
         return 2
     except ProviderUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _predict_remote(source: Path, options: dict, args: argparse.Namespace):
+    """The ClassifyResponse of the server at --server (the upload streamed from the file), or an exit status."""
+    from s2d.client import Client, S2DError
+
+    if source.is_dir():
+        print("error: --server takes a video file; a frame folder is classified without --server", file=sys.stderr)
+        return 2
+    try:
+        with Client(args.server, api_key=args.api_key) as client:
+            return client.classify(source, **options)
+    except S2DError as err:  # every refusal of the service, and no answer at all, with its code
+        print(f"error ({err.code}): {err.message}", file=sys.stderr)
+        return 2
+
+
+def _write_outputs(result, source: Path, args: argparse.Namespace) -> None:
+    from s2d.service.predict import annotate_video, plot_timeline
+
     out = Path(args.output or ".")
     out.mkdir(parents=True, exist_ok=True)
     stem = source.stem or "clip"
@@ -81,7 +112,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print("warning: --annotate needs a video file, not a frame folder", file=sys.stderr)
         else:
             print(f"wrote {annotate_video(source, result, out / f'{stem}_annotated.mp4')}")
-    return 0
+
+
+def add_server_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """--server URL and --api-key (default $S2D_API_KEY), for the commands that talk to a running service."""
+    parser.add_argument("--server", required=required, help="URL of a running service, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--api-key", default=os.environ.get("S2D_API_KEY"), help="the service's key ($S2D_API_KEY)")
 
 
 def add_commands(commands) -> None:
@@ -93,7 +129,7 @@ def add_commands(commands) -> None:
     serve.add_argument("--providers", help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt")
     serve.set_defaults(func=cmd_serve)
 
-    predict = commands.add_parser("predict", help="classify the people in a video without a server (JSON + PNG)")
+    predict = commands.add_parser("predict", help="classify the people in a video, here or on a server (JSON + PNG)")
     predict.add_argument("video", help="video file, or (with --mode aligned) a folder of aligned face frames")
     predict.add_argument("-o", "--output", help="output folder (default: the current folder)")
     predict.add_argument("--model", help="model name in the store (default: the store's default model)")
@@ -109,4 +145,5 @@ def add_commands(commands) -> None:
     predict.add_argument("--settings", help="service settings file (.toml or .env)")
     predict.add_argument("--no-plot", action="store_true", help="skip the PNG timeline")
     predict.add_argument("--annotate", action="store_true", help="also write the video with boxes and labels")
+    add_server_args(predict)
     predict.set_defaults(func=cmd_predict)
