@@ -30,7 +30,7 @@ from s2d.service.errors import (
 from s2d.service.media import decoder_message
 from s2d.service.middleware import RequestContextMiddleware
 from s2d.service.openapi import install_openapi
-from s2d.service.routes import classify, health, models, page, stream
+from s2d.service.routes import classify, health, models, page, sources, stream
 from s2d.service.settings import Settings, load_settings
 from s2d.service.state import AppState
 from s2d.service.uploads import (
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     install_openapi(app, settings)
-    for routes in (health, models, classify, stream, page):
+    for routes in (health, models, classify, stream, sources, page):
         app.include_router(routes.router)
     page.mount_static(app)
     if settings.cors_origins:

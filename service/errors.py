@@ -105,6 +105,34 @@ class InvalidParametersError(ServiceError):
     status, code = 422, "invalid_parameters"
 
 
+class SourcesDisabledError(ServiceError):
+    """Server-side sources are off (settings.sources_enabled): the service opens no URL it is given."""
+
+    status, code = 403, "sources_disabled"
+
+    def __init__(self):
+        super().__init__("server-side sources are disabled; an operator enables them with S2D_SOURCES_ENABLED=true "
+                         "and names the hosts they may open in S2D_SOURCES_ALLOW")  # fmt: skip
+
+
+class SourceNotAllowedError(ServiceError):
+    """A source URL whose host is not in the allow-list (settings.sources_allow), or cannot be resolved."""
+
+    status, code = 403, "source_not_allowed"
+
+
+class UnsupportedSchemeError(ServiceError):
+    """A source URL that is not rtsp://, rtsps://, http:// or https:// (file:// among them)."""
+
+    status, code = 422, "unsupported_scheme"
+
+
+class TooManySourcesError(ServiceError):
+    """As many sources as allowed (settings.sources_max) are running: stop one first."""
+
+    status, code = 409, "too_many_sources"
+
+
 class NoFramesError(ServiceError):
     """An input with no frame at all (a frame folder without images). A video in which no face is found is not an
     error: it is answered with no persons and a note."""
@@ -180,11 +208,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "undecodable media or a malformed request (codes: undecodable, bad_request)",
         401: "missing or wrong API key (code: unauthorized)",
-        404: "no such model (code: unknown_model)",
+        403: "server-side sources are off, or the URL's host is not allowed (codes: sources_disabled, "
+        "source_not_allowed)",
+        404: "no such model or source (codes: unknown_model, not_found)",
         408: "the upload was too slow or stalled; the connection is closed (code: upload_timeout)",
+        409: "as many sources as allowed are running (code: too_many_sources)",
         413: "upload, video duration or frame size over the limits (code: too_large)",
         415: "not a video format the service reads (code: unsupported_media)",
-        422: "invalid parameters (code: invalid_parameters)",
+        422: "invalid parameters, or a source URL scheme other than rtsp(s) or http(s) (codes: invalid_parameters, "
+        "unsupported_scheme)",
         429: "busy: the inference queue, the request or the upload limit is full; see Retry-After (code: busy)",
         503: "models not loaded and warmed up yet, or the server is shutting down (codes: not_ready, shutting_down)",
         504: "the request ran past its deadline (code: timeout)",

@@ -8,7 +8,11 @@ Each process is its own Prometheus target; dashboards sum over `instance` (docke
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+from s2d.service.schemas import SourceState
 
 disable_created_metrics()  # no `*_created` series: Prometheus does not use them, they only double the series count
 
@@ -64,6 +68,18 @@ STREAM_RESULT_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# Server-side sources (POST /v1/sources); per-source series go when the source is deleted.
+SOURCE_STATES = get_args(SourceState)
+SOURCES = Gauge("s2d_sources", "Server-side sources by state", ["state"])
+SOURCE_STATE = Gauge("s2d_source_state", "1 for the state a source is in, 0 for the others", ["source_id", "state"])
+SOURCE_FRAMES = Counter(
+    "s2d_source_frames_total",
+    "Source frames: decoded (every frame FFmpeg decoded), taken (at the source's rate, for the face pipeline)",
+    ["source_id", "stage"],
+)
+SOURCE_WINDOWS = Counter("s2d_source_windows_total", "Source windows classified", ["source_id"])
+SOURCE_RECONNECTS = Counter("s2d_source_reconnects_total", "Source connection attempts after the first", ["source_id"])
+
 # Known label values start at 0, so rates read 0 instead of "no data" before the first event (Prometheus' advice for
 # labelled counters); values not listed get their series on first use. tests/test_prometheus.py keeps these lists
 # in step with the reasons the code uses.
@@ -74,6 +90,7 @@ for _counter, _values in (
     (REJECTED, REJECT_REASONS),
     (FRAMES_DROPPED, FRAME_DROP_REASONS),
     (STREAM_WINDOWS_DROPPED, WINDOW_DROP_REASONS),
+    (SOURCES, SOURCE_STATES),
 ):
     for _value in _values:
         _counter.labels(_value)

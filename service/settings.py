@@ -108,6 +108,25 @@ class Settings(BaseSettings):
     stream_send_timeout_s: float = Field(10.0, gt=0, description="a client not reading for this long is closed")
     stream_window_deadline_s: float = Field(5.0, gt=0, description="a window not classified by then is dropped")
 
+    # Server-side sources (POST /v1/sources: the server opens RTSP / HLS / HTTP URLs; service/sources). Off until an
+    # operator turns them on and names the networks they may reach: the service then makes outbound connections.
+    sources_enabled: bool = Field(False, description="allow POST /v1/sources (the server opens URLs it is given)")
+    sources_allow: Annotated[list[str], NoDecode] = Field(
+        [], description="networks (CIDR), addresses and host names sources may open; every address a URL's host "
+        "resolves to must be in one (a host name here stands for its addresses); empty: none",
+    )  # fmt: skip
+    sources_max: int = Field(8, ge=1, description="sources running at once; beyond: 409 too_many_sources")
+    sources_max_pixels: int = Field(1920 * 1080, ge=1024, description="largest source frame, width x height")
+    sources_max_fps: float = Field(15.0, gt=0, le=60, description="most frames per second a source takes")
+    sources_open_timeout_s: float = Field(10.0, gt=0, description="connecting and reading a stream's headers")
+    sources_read_timeout_s: float = Field(10.0, gt=0, description="no data for this long: the connection dropped")
+    sources_backoff_s: tuple[float, float] = Field(
+        (1.0, 30.0), description="wait before reconnecting: the first, doubling up to the second"
+    )
+    sources_max_attempts: int = Field(10, ge=1, description="failed connections in a row before a source fails")
+    sources_results_per_track: int = Field(50, ge=1, le=10_000, description="results kept per track (REST)")
+    sources_results_tracks: int = Field(32, ge=1, description="tracks whose results are kept, the most recent")
+
     # Fault injection, for tests and drills (0 = off): slowness forced deterministically, never hoped for.
     fault_inference_delay_ms: float = Field(0.0, ge=0, description="extra time every inference call takes")
     fault_frame_delay_ms: float = Field(0.0, ge=0, description="extra time every live-stream frame takes to process")
@@ -120,7 +139,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("providers", "cors_origins", "models", mode="before")
+    @field_validator("providers", "cors_origins", "models", "sources_allow", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         # JSON list or comma-separated string (the environment gives strings; NoDecode leaves them to us).
@@ -142,6 +161,9 @@ class Settings(BaseSettings):
         low, high = self.window_scale_range
         if not 0 < low <= 1 <= high:
             raise ValueError(f"window_scale_range must satisfy 0 < low <= 1 <= high, got {self.window_scale_range}")
+        first, most = self.sources_backoff_s
+        if not 0 < first <= most:
+            raise ValueError(f"sources_backoff_s must satisfy 0 < first <= most, got {self.sources_backoff_s}")
         return self
 
     @classmethod

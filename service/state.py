@@ -13,6 +13,7 @@ from s2d.service.gpu import install_gpu_metrics
 from s2d.service.registry import ModelRegistry
 from s2d.service.settings import Settings
 from s2d.service.shutdown import Shutdown
+from s2d.service.sources import SourceManager
 from s2d.service.streams import StreamHub
 from s2d.service.uploads import UploadPace, remove_own_spool_files, sweep_stale_spool_files
 
@@ -27,6 +28,7 @@ class AppState:
     uploads: Slots  # uploads being received (max_active_uploads)
     upload_pace: UploadPace
     streams: StreamHub
+    sources: SourceManager  # server-side sources (RTSP / HLS / HTTP URLs the server pulls)
     shutdown: Shutdown
 
     @classmethod
@@ -39,28 +41,33 @@ class AppState:
         install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
         registry.start()
         executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
+        limits = Limits.from_settings(settings)
         return cls(
             settings=settings,
             registry=registry,
             executor=executor,
-            limits=Limits.from_settings(settings),
+            limits=limits,
             requests=Slots(settings.max_active_requests, metrics.ACTIVE_REQUESTS),
             uploads=Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS),
             upload_pace=UploadPace.from_settings(settings),
             streams=StreamHub(settings.stream_max_streams, executor),
+            sources=SourceManager(settings, registry, executor, limits),
             shutdown=Shutdown(settings.shutdown_grace_s),
         )
 
     async def stop(self) -> None:
+        await self.sources.stop()  # (their last windows need the batchers)
         await self.registry.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         remove_own_spool_files(self.settings.upload_dir)
 
     async def drain(self) -> None:
-        """The first SIGTERM (service.server): stop being ready, close live streams with 1001, let requests in flight
-        finish for up to `shutdown_grace_s`, refuse the rest with 503 (service.shutdown)."""
+        """The first SIGTERM (service.server): stop being ready, close live streams and the subscribers of sources
+        with 1001 (sources stop), let requests in flight finish for up to `shutdown_grace_s`, refuse the rest with
+        503 (service.shutdown)."""
         await self.shutdown.drain(
-            close_streams=lambda: self.streams.close_all(SHUTTING_DOWN), streams_open=lambda: bool(self.streams.open)
+            close_streams=lambda: self.streams.close_all(SHUTTING_DOWN) + self.sources.close_all(SHUTTING_DOWN),
+            streams_open=lambda: bool(self.streams.open) or self.sources.running,
         )
 
 

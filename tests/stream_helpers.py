@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s2d.client import Client, StreamClosed, SyncStream, encode_jpeg
+from s2d.client import Client, GoingAway, StreamClosed, SyncStream, encode_jpeg
 from tests.faces_helpers import astronaut_face, backdrop, paste
 
 FACE_HEIGHT = 180  # pixels of the pasted head-and-shoulders photo
@@ -111,6 +111,18 @@ class StreamClient:
             self.ws.close()
         finally:
             self._client.close()
+
+
+def expect_shutdown_close(stream: SyncStream) -> None:
+    """Read a stream (or a source's events) until the server closes it for its shutdown: 1001 with the reason, after
+    a fatal `shutting_down` error event."""
+    try:
+        for _ in stream:
+            pass
+    except GoingAway as gone:
+        assert (gone.close_code, gone.reason, gone.code) == (1001, "server shutting down", "shutting_down"), gone
+        return
+    raise AssertionError(f"the stream ended with {stream.closed}, not 1001")
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> Path:
