@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from s2d.service.errors import (
     HTTPStatusError,
@@ -60,10 +61,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = {404: NotFoundError, 405: MethodNotAllowedError}.get(err.status_code)
+        headers = {**(err.headers or {}), **_allow(request)} if err.status_code == 405 else err.headers
         typed = (
-            kind(str(err.detail), headers=err.headers)
+            kind(str(err.detail), headers=headers)
             if kind is not None
-            else HTTPStatusError(err.status_code, str(err.detail), err.headers)
+            else HTTPStatusError(err.status_code, str(err.detail), headers)
         )
         return error_response(typed, _request_id(request))
 
@@ -80,6 +82,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_response(UndecodableMediaError(message), _request_id(request))
         internal = ServiceError("internal error; the request id finds the details in the server log")
         return error_response(internal, _request_id(request))
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """`Allow` for a 405: every method some route on the path takes (Starlette names only the first route's, and a
+    path such as /v1/sources has a route per method)."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    methods = [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)]
+    return {"Allow": ", ".join(methods)} if methods else {}
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _is_decoder_error(err: Exception) -> bool:

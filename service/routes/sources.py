@@ -32,7 +32,8 @@ SourcesDep = Annotated[SourceManager, Depends(get_sources)]
 
 
 @router.post(
-    "/sources", status_code=201, response_model=SourceInfo, responses=error_responses(401, 403, 404, 409, 422, 503),
+    "/sources", status_code=201, response_model=SourceInfo,
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
     summary="Start analysing an RTSP, HLS or HTTP video URL (the server pulls it)",
 )  # fmt: skip
 async def create_source(body: SourceRequest, state: StateDep, sources: SourcesDep) -> SourceInfo:
