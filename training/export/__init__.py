@@ -30,12 +30,14 @@ from s2d.training.export.measure import (
 from s2d.training.export.package import export_to_store, load_for_export, make_card, write_model_folder
 from s2d.training.export.variants import (
     DEFAULT_VARIANTS,
+    INT8_ATTENTION,
     INT8_OPS,
     INT8_PER_CHANNEL,
     INT8_REDUCE_RANGE,
     VARIANT_FILES,
     VARIANT_PROVIDERS,
     convert_fp16,
+    optimize_transformer,
     quantize_int8,
 )
 
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_VARIANTS",
     "EVAL_CLIPS",
     "INPUT_NAME",
+    "INT8_ATTENTION",
     "INT8_OPS",
     "INT8_PER_CHANNEL",
     "INT8_REDUCE_RANGE",
@@ -60,6 +63,7 @@ __all__ = [
     "make_card",
     "onnx_parity",
     "onnx_session",
+    "optimize_transformer",
     "quantize_int8",
     "run_onnx",
     "synthetic_clips",

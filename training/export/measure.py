@@ -46,11 +46,17 @@ def torch_logits(model: nn.Module, clips: np.ndarray, batch: int = 4) -> np.ndar
         ).numpy()
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def agreement(reference: np.ndarray, logits: np.ndarray) -> dict:
-    """Top-1 agreement and max |dlogit| of `logits` against `reference` (both [N, C])."""
+    """Top-1 agreement, max |dlogit| and max |dprob| of `logits` against `reference` (both [N, C])."""
     return {
         "top1_agreement": float((reference.argmax(-1) == logits.argmax(-1)).mean()),
         "max_abs_logit_diff": float(np.abs(reference - logits).max()),
+        "max_abs_prob_diff": float(np.abs(_softmax(reference) - _softmax(logits)).max()),
         "agreement_clips": len(reference),
     }
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from s2d.card import CPU, CUDA
 from s2d.training.export.graph import INPUT_NAME
+
+log = logging.getLogger(__name__)
 
 # Each variant is its own ONNX file in the model folder; the card says where it is meant to run.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -21,6 +24,9 @@ INT8_OPS = ["MatMul", "Gemm"]
 # with worse agreement (BENCHMARKS.md, "int8 recipes").
 INT8_PER_CHANNEL = False
 INT8_REDUCE_RANGE = False
+# Attention's activation x activation MatMuls (QK^T, AV) stay fp32 under dynamic int8: quantising them too ran at the
+# same speed with the same agreement on s2d_base (BENCHMARKS.md, "CPU serving per machine").
+INT8_ATTENTION = False
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -83,10 +89,12 @@ def quantize_int8(
     *,
     per_channel: bool = INT8_PER_CHANNEL,
     reduce_range: bool = INT8_REDUCE_RANGE,
+    attention: bool = INT8_ATTENTION,
 ) -> Path:
     """int8 for the CPU. `dynamic` (default): int8 weights, activations quantised per call (MatMulInteger, no
     calibration); `static`: QDQ, per-channel weights, activation ranges from `calibration` clips uint8
-    [N, T, H, W, 3]. `per_channel` / `reduce_range` (7-bit weights) apply to the dynamic method."""
+    [N, T, H, W, 3], every MatMul. `per_channel` / `reduce_range` (7-bit weights) / `attention` (also the MatMuls
+    of two activations) apply to the dynamic method."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     dst = Path(dst)
@@ -99,6 +107,7 @@ def quantize_int8(
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": not attention},
         )
     elif method == "static":
         if calibration is None or len(calibration) == 0:
@@ -116,6 +125,21 @@ def quantize_int8(
         )
     else:
         raise ValueError(f"unknown int8 method {method!r}: dynamic or static")
+    tmp.replace(dst)
+    return dst
+
+
+def optimize_transformer(src: str | Path, dst: str | Path, num_heads: int, hidden_size: int) -> Path:
+    """ONNX Runtime's transformer optimiser on the fp32 graph (model type "vit": Gelu, SkipLayerNorm and attention
+    fusions where its patterns match), written as an fp32 graph that int8 quantisation can start from."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(src), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    log.info("transformer optimiser fused %s", fused)
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    optimized.save_model_to_file(str(tmp))  # also declares the com.microsoft opset its fused operators need
     tmp.replace(dst)
     return dst
 
