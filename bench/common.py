@@ -125,3 +125,35 @@ def write_report(name: str, results: list[dict], out_dir: str | Path | None = No
     report = {"benchmark": name, "command": command(), "machine": machine(), "time": stamp, **extra}
     path.write_text(json.dumps({**report, "results": results}, indent=2))
     return path
+
+
+def resident_bytes(client) -> float | None:
+    """A running server's resident memory (its own /metrics: process_resident_memory_bytes), or None."""
+    import re
+
+    match = re.search(r"^process_resident_memory_bytes ([0-9.e+]+)$", client.get("/metrics").text, re.M)
+    return float(match.group(1)) if match else None
+
+
+class PeakMemory:
+    """Samples a server's resident memory in a thread while the block runs; `peak` is the largest sample (bytes)."""
+
+    def __init__(self, client, interval_s: float = 0.5):
+        import threading
+
+        self.client, self.interval_s, self.peak = client, interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, resident_bytes(self.client) or 0.0)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import resident_bytes
 
 
 @dataclass
@@ -110,11 +111,6 @@ async def one_stream(url: str, api_key: str | None, hello: dict, frames: list[by
         except S2DError as err:  # refused (1013 too many streams, 1008 key or hello) or unreachable
             out.close = f"refused: {err}"
     return out
-
-
-def resident_bytes(client: httpx.Client) -> float | None:
-    match = re.search(r"^process_resident_memory_bytes ([0-9.e+]+)$", client.get("/metrics").text, re.M)
-    return float(match.group(1)) if match else None
 
 
 async def sample_memory(client: httpx.Client, samples: list[float], stop: asyncio.Event) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench.common import PeakMemory, resident_bytes
 from bench.video import write_video
 from s2d.machine import cpu_name
 
@@ -96,6 +97,16 @@ def run_level(url: str, video: bytes, concurrency: int, requests: int, headers: 
     }
 
 
+def _row_line(level: int, row: dict) -> str:
+    mem, outside = row["memory_mib"], row["outside_model_share"] or 0.0
+    return (
+        f"concurrency {level:3d}: {row['requests_per_s']:6.2f} req/s  p50 {row['p50_s'] or 0:.3f} s  "
+        f"p95 {row['p95_s'] or 0:.3f} s  outside the model {100 * outside:.0f}%  "
+        f"face pipeline {100 * (row['face_pipeline_share'] or 0):.0f}%  ok {row['ok']}/{row['requests']}  "
+        f"errors {row['errors']}  server RSS {mem['before']} -> peak {mem['peak']} -> {mem['after']} MiB"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
     parser.add_argument("--api-key")
     parser.add_argument("--mode", default="faces", choices=("faces", "aligned"))
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before the RSS after each level")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -117,15 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server {args.url}, model {models['default']}, machine {platform.machine()} {platform.processor()}")
     run_level(args.url, video, 1, 2, headers, {"mode": args.mode})  # warm the detector and the caches
     figures = []
-    for level in args.concurrency:
-        row = run_level(args.url, video, level, max(args.requests, level), headers, {"mode": args.mode})
-        figures.append(row)
-        outside = row["outside_model_share"]
-        print(
-            f"concurrency {level:3d}: {row['requests_per_s']:6.2f} req/s  p50 {row['p50_s']:.3f} s  "
-            f"p95 {row['p95_s']:.3f} s  outside the model {100 * outside:.0f}%  "
-            f"face pipeline {100 * row['face_pipeline_share']:.0f}%  ok {row['ok']}/{row['requests']}"
-        )
+    with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
+        for level in args.concurrency:
+            before = resident_bytes(client)
+            with PeakMemory(client) as memory:
+                row = run_level(args.url, video, level, max(args.requests, level), headers, {"mode": args.mode})
+            time.sleep(args.settle)  # the server gives freed memory back once idle
+            after = resident_bytes(client)
+            peak = max(memory.peak, before or 0.0, after or 0.0)  # a run shorter than one sample still has a peak
+            row["memory_mib"] = {k: round(v / 2**20, 1) if v else None
+                                 for k, v in (("before", before), ("peak", peak), ("after", after))}  # fmt: skip
+            figures.append(row)
+            print(_row_line(level, row))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         report = {
