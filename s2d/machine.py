@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 # The /proc/cpuinfo flags that decide which kernels ONNX Runtime and PyTorch run on x86, widest last: a speed figure
-# measured with one set says little about a CPU with another (int8 on AVX2 vs VNNI vs AMX differs by 2-4x).
+# measured with one set says little about a CPU with another (int8 runs other kernels on AVX2, VNNI and AMX).
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
 
 

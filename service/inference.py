@@ -80,8 +80,7 @@ class OnnxClassifier:
         # cost measured (BENCHMARKS.md, "int8 recipes").
         options.enable_cpu_mem_arena = False
         # Idle intra-op threads sleep instead of spinning: the service shares its cores with decoding, face detection
-        # and other processes, and spinning threads took them away (s2d_base int8 1.2-1.4x slower with spinning on a
-        # loaded 2-core machine, BENCHMARKS.md "CPU serving per machine").
+        # and other processes, which spinning threads take away (BENCHMARKS.md, "CPU serving per machine").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.path),
