@@ -416,6 +416,86 @@ class Stream:
         return _closed_error(code, reason, self._fatal)
 
 
+class ReconnectingStream:
+    """A stream that survives its server going away: on a close with 1001 (server shutting down: behind a load
+    balancer the next connection reaches another replica) or 1013 (try again later) it opens a new stream, sends
+    the same hello and goes on, up to `max_reconnects` times; iterating then yields a `reconnected` event saying so.
+    Stream time restarts with the new connection (its first frame is t = 0); windows in flight at the close are lost.
+    Any other close raises as for `Stream`."""
+
+    RECONNECT_ON = (CLOSE_GOING_AWAY, CLOSE_TRY_LATER)
+
+    def __init__(self, open_stream, hello: dict[str, Any], max_reconnects: int, backoff_s: float = 0.2):
+        self._open, self._hello = open_stream, hello
+        self.max_reconnects, self.backoff_s = max_reconnects, backoff_s
+        self.reconnects = 0
+        self._stream: Stream | None = None
+        self._events: deque[dict] = deque()
+
+    ready = property(lambda self: self._stream.ready)
+    stats = property(lambda self: self._stream.stats)
+    closed = property(lambda self: self._stream.closed)
+    subprotocol = property(lambda self: self._stream.subprotocol)
+    local_address = property(lambda self: self._stream.local_address)
+
+    async def start(self, **hello: Any) -> dict:
+        self._hello = {**self._hello, **hello}
+        self._stream = await self._open()
+        return await self._stream.start(**self._hello)
+
+    async def _reconnect(self, closed: StreamClosed) -> None:
+        if closed.close_code not in self.RECONNECT_ON or self.reconnects >= self.max_reconnects:
+            raise closed
+        self.reconnects += 1
+        await asyncio.sleep(self.backoff_s * 2 ** (self.reconnects - 1))
+        with contextlib.suppress(Exception):
+            await self._stream.close()
+        self._stream = await self._open()
+        await self._stream.start(**self._hello)
+        self._events.append({"type": "reconnected", "attempt": self.reconnects, "close_code": closed.close_code,
+                             "reason": closed.reason})  # fmt: skip
+
+    async def send_frame(self, image: bytes, ts_ms: float, seq: int | None = None) -> None:
+        while True:
+            try:
+                return await self._stream.send_frame(image, ts_ms, seq)
+            except StreamClosed as closed:
+                await self._reconnect(closed)
+
+    async def send_image(self, rgb: np.ndarray, ts_ms: float, seq: int | None = None, quality: int = 85) -> None:
+        await self.send_frame(encode_jpeg(rgb, quality), ts_ms, seq)
+
+    async def send_raw(self, message: str | bytes) -> None:
+        await self._stream.send_raw(message)
+
+    async def ping(self, t: Any = None) -> None:
+        await self._stream.ping(t)
+
+    async def recv(self, timeout: float | None = None) -> dict | None:
+        while True:
+            if self._events:
+                return self._events.popleft()
+            try:
+                return await self._stream.recv(timeout)
+            except StreamClosed as closed:
+                await self._reconnect(closed)
+
+    async def end(self, timeout: float = 60) -> dict:
+        return await self._stream.end(timeout)
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+    def __aiter__(self) -> ReconnectingStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        if (event := await self.recv()) is None:
+            raise StopAsyncIteration
+        return event
+
+
 async def _connect(url: str, api_key: str | None, via_subprotocol: bool, open_timeout: float) -> Stream:
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -472,9 +552,12 @@ class AsyncClient(_Api):
         return await _connect(self._ws_url(path), self.api_key, via_subprotocol, min(self.timeout, 30))
 
     @contextlib.asynccontextmanager
-    async def stream(self, model: str | None = None, **options: Any) -> AsyncIterator[Stream]:
-        """A live stream, its hello sent and answered: `async with client.stream(mode="faces", fps=15) as s`."""
-        stream = await self.open_stream()
+    async def stream(
+        self, model: str | None = None, reconnect: int = 0, **options: Any
+    ) -> AsyncIterator[Stream | ReconnectingStream]:
+        """A live stream, its hello sent and answered: `async with client.stream(mode="faces", fps=15) as s`.
+        `reconnect=N`: reopen it up to N times when the server goes away (ReconnectingStream)."""
+        stream = ReconnectingStream(self.open_stream, {}, reconnect) if reconnect else await self.open_stream()
         try:
             await stream.start(model=model, **options)
             yield stream
@@ -605,8 +688,16 @@ class Client(_Api):
         return SyncStream(stream, runner)
 
     @contextlib.contextmanager
-    def stream(self, model: str | None = None, **options: Any) -> Iterator[SyncStream]:
-        stream = self.open_stream()
+    def stream(self, model: str | None = None, reconnect: int = 0, **options: Any) -> Iterator[SyncStream]:
+        """As AsyncClient.stream, synchronously."""
+        if reconnect:
+            runner = self._runner()
+            opened = ReconnectingStream(
+                lambda: _connect(self._ws_url("/v1/stream"), self.api_key, False, min(self.timeout, 30)), {}, reconnect
+            )
+            stream = SyncStream(opened, runner)
+        else:
+            stream = self.open_stream()
         try:
             stream.start(model=model, **options)
             yield stream

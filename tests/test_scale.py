@@ -266,6 +266,35 @@ def test_each_stream_stays_on_one_replica(stack):
 
 
 @needs_nginx
+def test_a_stream_reconnects_through_nginx_when_its_replica_drains(store, tmp_path):
+    """SIGTERM on the replica serving a stream: it closes the stream with 1001 "server shutting down"; the Python
+    client (reconnect=2) opens a new one through nginx, which reaches the other replica, and the stream goes on."""
+    from s2d.client import Client
+    from tests.stream_helpers import aligned_frames
+
+    frames = aligned_frames(16)
+    settings = {"api_key": API_KEY, "max_batch": 2, "pipeline_threads": 1, "intra_op_threads": 1}
+    with (
+        running_stack(store, 2, tmp_path, **settings) as stack,
+        Client(stack.nginx.url, API_KEY) as client,
+        client.stream(mode="aligned", fps=8, tracks_fps=0, reconnect=2) as stream,
+    ):
+        for seq in range(8):
+            stream.send_frame(frames[seq], 1000 + seq * 125.0, seq)
+        (victim,) = [r for r in stack.replicas if replica_value(r, "s2d_active_streams") == 1]
+        (survivor,) = [r for r in stack.replicas if r is not victim]
+        victim.stop()  # the drain closes the stream, then the process exits
+        while (event := stream.recv(timeout=30))["type"] != "reconnected":
+            pass  # the old stream's last events, then its close: the client reconnects
+        assert event["close_code"] == 1001 and event["reason"] == "server shutting down"
+        assert replica_value(survivor, "s2d_active_streams") == 1  # nginx passed the new stream to the survivor
+        for seq in range(8, 16):  # stream time starts again on the new connection
+            stream.send_frame(frames[seq], 1000 + seq * 125.0, seq)
+        end = stream.end()
+    assert end["frames"]["received"] == 8 and end["frames"]["processed"] + end["frames"]["dropped_total"] == 8
+
+
+@needs_nginx
 @needs_prometheus
 def test_a_stopped_replica_fails_over_and_prometheus_sees_it(stack, prometheus, video):
     def health() -> dict[str, str]:
