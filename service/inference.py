@@ -24,6 +24,7 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # Timed batch-1 calls per candidate variant at warm-up: the median of 3 resists one disturbed call, and 3 calls of
 # s2d_base int8 are a few seconds of start-up on 2 cores.
 TRIAL_ROUNDS = 3
+SWITCH_MARGIN = 0.1  # a variant other than fp32 serves only when at least this much faster (fastest_variant)
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -182,9 +183,13 @@ class VariantChoice:
         return f"variant {self.variant}, {self.how}{by}"
 
 
-def fastest_variant(seconds_per_clip: dict[str, float]) -> str:
-    """The candidate with the least seconds per clip; on a tie the first named (candidates list fp32 first)."""
-    return min(seconds_per_clip, key=seconds_per_clip.__getitem__)
+def fastest_variant(seconds_per_clip: dict[str, float], margin: float = SWITCH_MARGIN) -> str:
+    """The candidate with the least seconds per clip, if it beats the first named (the reference, fp32: candidates
+    list it first) by at least `margin`; otherwise the reference. Timings a few percent apart on a busy machine
+    would otherwise flip the choice from one start to the next, for no gain."""
+    reference = next(iter(seconds_per_clip))
+    best = min(seconds_per_clip, key=seconds_per_clip.__getitem__)
+    return best if seconds_per_clip[best] <= (1 - margin) * seconds_per_clip[reference] else reference
 
 
 def time_variants(classifiers: dict[str, OnnxClassifier], rounds: int = TRIAL_ROUNDS) -> dict[str, float]:

@@ -63,6 +63,8 @@ def test_fastest_variant_decides_on_the_timings_given():
     assert fastest_variant({"fp32": 2.0, "int8": 0.5, "int8-fused": 0.3}) == "int8-fused"
     assert fastest_variant({"fp32": 0.4, "int8": 0.5}) == "fp32"
     assert fastest_variant({"fp32": 0.5, "int8": 0.5}) == "fp32"  # a tie goes to the first: the reference
+    assert fastest_variant({"fp32": 0.5, "int8": 0.46}) == "fp32"  # 8% faster: under the margin, fp32 stays
+    assert fastest_variant({"fp32": 0.5, "int8": 0.44}) == "int8"
 
 
 class _Fake:
