@@ -480,6 +480,9 @@ class ReconnectingStream:
             except StreamClosed as closed:
                 await self._reconnect(closed)
 
+    async def send_end(self) -> None:
+        await self._stream.send_end()
+
     async def end(self, timeout: float = 60) -> dict:
         return await self._stream.end(timeout)
 
