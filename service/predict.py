@@ -68,7 +68,7 @@ def plot_timeline(result: ClassifyResponse, path: Path) -> Path:
     if persons:
         axes[0, 0].legend(ncol=min(len(classes), 7), fontsize=8, loc="upper right")
         axes[-1, 0].set_xlabel("time (s, window centre)")
-    fig.suptitle(f"{result.model.name} {result.model.version}" + (" (demo model)" if result.model.demo else ""))
+    fig.suptitle(f"{result.model.name} {result.model.version} [{result.model.family}]")  # what answered, always
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -17,6 +17,8 @@ from s2d.service.sources import SourceManager
 from s2d.service.streams import StreamHub
 from s2d.service.uploads import UploadPace, remove_own_spool_files, sweep_stale_spool_files
 
+SHUTTING_DOWN = "server shutting down"  # the close reason live streams get on SIGTERM
+
 
 @dataclass
 class AppState:
@@ -69,6 +71,3 @@ class AppState:
             close_streams=lambda: self.streams.close_all(SHUTTING_DOWN) + self.sources.close_all(SHUTTING_DOWN),
             streams_open=lambda: bool(self.streams.open) or self.sources.running,
         )
-
-
-SHUTTING_DOWN = "server shutting down"
