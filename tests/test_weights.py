@@ -285,6 +285,18 @@ def test_a_tampered_file_is_refused_and_nothing_is_kept(env, locked, tamper, mes
         assert Lock.load(env.lock_path).pins["s2d-dfew"].sha256 == sha256(env.dfew)
 
 
+def test_a_locked_pull_trusts_nothing_on_first_use(env):
+    """`--locked` (what a baked image build passes): no lock entry, no download; with one, the pinned bytes."""
+    with pytest.raises(WeightsError, match=r"s2d-dfew: pinned by neither the lock .* nor the registry"):
+        pull("s2d-dfew", registry=env.registry, store_root=env.store, locked=True, **FP32)
+    assert env.hub.requests == [] and not env.lock_path.exists()
+    env.write_lock()
+    s2d, landmark = pull("s2d-dfew", registry=env.registry, store_root=env.store, locked=True, **FP32).files
+    assert s2d.checked == f"the lock {env.lock_path}" and landmark.checked == "the registry"
+    args = build_parser().parse_args(["weights", "pull", "s2d-dfew", "--locked", "--lock", str(env.lock_path)])
+    assert args.locked and args.lock == str(env.lock_path)
+
+
 def test_mobilefacenet_bytes_are_checked_against_the_pinned_git_blob_id(env):
     entry, lock = env.registry["mobilefacenet"], Lock(env.lock_path)
     fetched = fetch(entry, lock)

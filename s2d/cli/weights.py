@@ -55,6 +55,7 @@ def cmd_weights_pull(args: argparse.Namespace) -> int:
         lock_path=args.lock,
         file=args.file,
         trust_unpinned=args.trust_unpinned,
+        locked=args.locked,
         **_export_options(args),
     )
 
@@ -72,6 +73,7 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
         lock_path=args.lock,
         landmark=args.landmark,
         trust_unpinned=args.trust_unpinned,
+        locked=args.locked,
         **_export_options(args),
     )
 
@@ -103,6 +105,11 @@ def add_commands(commands) -> None:
             "--trust-unpinned",
             action="store_true",
             help="accept a direct download the registry pins no hash for (Hub files need no flag: the lock pins them)",
+        )
+        p.add_argument(
+            "--locked",
+            action="store_true",
+            help="refuse anything neither the lock nor the registry pins: no trust on first use (baked image builds)",
         )
         add_variant_args(p, default="fp32,fp16,int8")
         p.set_defaults(func=cmd_weights_pull if action == "pull" else cmd_weights_import)

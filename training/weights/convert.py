@@ -110,13 +110,19 @@ def pull(
     lock_path: str | Path | None = None,
     file: str | None = None,
     trust_unpinned: bool = False,
+    locked: bool = False,
     directory: Path | None = None,
     **export_options,
 ) -> PullResult:
-    """Fetch (verified against the lock, or trusted on first use and then locked) and convert one release."""
+    """Fetch (verified against the lock, or trusted on first use and then locked) and convert one release.
+
+    `locked`: refuse, before any download, a release or landmark file that neither the lock nor the registry pins.
+    """
     registry = registry or load_registry()
     entry = _entry(registry, name)
     lock = Lock.load(lock_path or default_lock_path(store_root))
+    if locked:
+        _require_pinned(entry, registry, lock)
     fetched = fetch(entry, lock, file=file, directory=directory, trust_unpinned=trust_unpinned)
     landmark = None if entry.kind == "landmark" else _landmark(entry, registry, lock, trust_unpinned, None, directory)
     result = _finish(fetched, landmark, store_root, export_options)
@@ -135,6 +141,7 @@ def import_file(
     lock_path: str | Path | None = None,
     landmark: str | Path | None = None,
     trust_unpinned: bool = False,
+    locked: bool = False,
     directory: Path | None = None,
     **export_options,
 ) -> PullResult:
@@ -142,6 +149,8 @@ def import_file(
     registry = registry or load_registry()
     entry = _entry(registry, name) if name else _match(registry, Path(file))
     lock = Lock.load(lock_path or default_lock_path(store_root))
+    if locked:
+        _require_pinned(entry, registry, lock)
     fetched = place(entry, file, lock, directory)
     lm = None if entry.kind == "landmark" else _landmark(entry, registry, lock, trust_unpinned, landmark, directory)
     return _finish(fetched, lm, store_root, export_options)
@@ -155,6 +164,22 @@ def describe_pin(entry: WeightsEntry, lock: Lock) -> str:
     if entry.git_blob or entry.sha256:
         return f"pinned by the registry: {entry.filename} @ {entry.revision}, git blob {entry.git_blob or '-'}"
     return "not locked yet: the first pull trusts the Hub's listing and writes the lock"
+
+
+def _pinned(entry: WeightsEntry, lock: Lock) -> bool:
+    return entry.name in lock.pins or bool(entry.git_blob or entry.sha256)
+
+
+def _require_pinned(entry: WeightsEntry, registry: dict[str, WeightsEntry], lock: Lock) -> None:
+    """A locked pull or import trusts nothing on first use: the release and what it needs must all be pinned."""
+    needed = [entry, *(registry[n] for n in entry.needs if n in registry)]
+    loose = [e.name for e in needed if not _pinned(e, lock)]
+    if loose:
+        raise WeightsError(
+            f"{', '.join(loose)}: pinned by neither the lock {lock.path} nor the registry, and a locked pull trusts "
+            "nothing on first use. Pull once where the Hub's answer can be trusted (`s2d weights pull NAME` writes "
+            "weights.lock.json), then pass that lock (--lock), or drop --locked to trust the first download"
+        )
 
 
 def _entry(registry: dict[str, WeightsEntry], name: str) -> WeightsEntry:
