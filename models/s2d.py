@@ -164,6 +164,9 @@ class S2DNet(nn.Module):
             patches = patches + prompt if temporal is None else patches + temporal + prompt
             x = torch.cat([x[:, :1], patches], dim=1)
             a = prompt
+        if i == len(self.blocks) - 1:
+            # Only the CLS row of the last block is read (forward_features): the other rows are not computed.
+            return self.blocks[i].forward_first_token(x), a
         return self.blocks[i](x), a
 
 

@@ -48,6 +48,19 @@ class Attention(nn.Module):
         x = self.proj(x.transpose(1, 2).reshape(n, length, dim))
         return x.reshape(*lead, length, dim)
 
+    def forward_first_query(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output of the first token only, [N, L, D] -> [N, 1, D], the same values as forward(x)[:, :1].
+
+        Keys and values still come from every token; the weighted sum and the projection are computed for one row
+        instead of L. The query projection still runs for every row: slicing the fused qkv weight instead leaves a
+        Slice on a weight in the ONNX graph, which int8 quantisation then skips.
+        """
+        n, length, dim = x.shape
+        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [N, heads, L, hd]
+        out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # [N, heads, 1, hd]
+        return self.proj(out.transpose(1, 2).reshape(n, 1, dim))
+
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
@@ -73,3 +86,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_first_token(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, L, D] -> [N, 1, D], the same values as forward(x)[:, :1]: for a last block whose other rows nobody
+        reads (the CLS token's), which skips the attention output, projection and MLP of the other L - 1 rows."""
+        first = x[:, :1] + self.attn.forward_first_query(self.norm1(x))
+        return first + self.mlp(self.norm2(first))

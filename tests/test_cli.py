@@ -24,8 +24,9 @@ def test_model_info_prints_the_paper_figures():
 def test_model_info_json_gives_compute_close_to_the_reference_figure():
     info = json.loads(s2d("model", "info", "s2d_base", "--num-classes", "11", "--json").stdout)
     assert info["parameters"]["total"] == 95_058_647 and info["parameters"]["trainable"] == 9_261_527
-    # Reference: ~314 GMAC (628 GFLOP) per 16-frame clip, ViT part 310.7 GMAC, landmark network 3.2 GMAC.
-    assert info["gflops_per_clip"]["total"] == pytest.approx(628, rel=0.01)
+    # Reference: ~314 GMAC (628 GFLOP) per 16-frame clip, ViT part 310.7 GMAC, landmark network 3.2 GMAC. Ours is
+    # less by the last ViT block's rows other than CLS (attention output, projection, MLP), which no output reads.
+    assert info["gflops_per_clip"]["total"] == pytest.approx(591, rel=0.01)
     assert info["gflops_per_clip"]["landmark"] == pytest.approx(6.4, rel=0.05)
 
 

@@ -146,6 +146,23 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain[name], checkpointed[name], msg=name)
 
 
+def test_last_block_computes_only_the_cls_row_with_the_same_values_and_gradients():
+    from s2d.models.vit import Block
+
+    torch.manual_seed(0)
+    block = Block(dim=64, num_heads=4, mlp_ratio=4.0, eps=1e-6)
+    x = torch.randn(3, 9, 64, requires_grad=True)
+    full = block(x)[:, :1]
+    first = block.forward_first_token(x)
+    assert first.shape == (3, 1, 64)
+    torch.testing.assert_close(first, full, atol=1e-6, rtol=1e-5)
+    # Keys and values of every token still reach the CLS row: the other rows' gradients are not zero, and equal.
+    (grad_full,) = torch.autograd.grad(full.square().sum(), x)
+    (grad_first,) = torch.autograd.grad(first.square().sum(), x)
+    assert grad_first[:, 1:].abs().sum() > 0
+    torch.testing.assert_close(grad_first, grad_full, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_full_size_base_clip_runs_in_fp32_and_bf16():
     model = randomize_(create_model("s2d_base")).eval()
