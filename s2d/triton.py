@@ -37,6 +37,9 @@ KINDS = {"cpu": ("KIND_CPU", CPU), "gpu": ("KIND_GPU", CUDA)}  # instance kind, 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.txt"
 VERSION = "1"  # Triton versions are integers; the card's version string is kept in the config's parameters
+# Parameters of the config that the service (engine=triton) reads back: the card version and the variant served.
+VERSION_PARAMETER = "s2d_version"
+VARIANT_PARAMETER = "s2d_variant"
 
 
 def write_triton_repository(
@@ -98,8 +101,8 @@ def model_config(
     """config.pbtxt: Triton's ModelConfig as protobuf text (a repeated field is the field written again)."""
     frames, classes = card.input, len(card.classes)
     parameters = {
-        "s2d_version": card.version,
-        "s2d_variant": variant,
+        VERSION_PARAMETER: card.version,
+        VARIANT_PARAMETER: variant,
         "s2d_precision": card.variants[variant].precision,
         "s2d_window_seconds": f"{card.window_seconds:g}",
         "s2d_family": card.family,

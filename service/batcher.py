@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s2d.service import metrics
-from s2d.service.errors import BusyError, DeadlineError
-from s2d.service.inference import ModelOutput, OnnxClassifier
+from s2d.service.errors import BusyError, DeadlineError, ServiceError
+from s2d.service.inference import Classifier, ModelOutput
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class BatchResult:
 class Batcher:
     def __init__(
         self,
-        model: OnnxClassifier,
+        model: Classifier,
         max_batch: int = 8,
         max_wait_ms: float = 10.0,
         queue_size: int = 64,
@@ -220,7 +220,10 @@ class Batcher:
                         item.future.cancel()
                 raise
             except Exception as err:  # a failing model call fails its clips, never the worker
-                log.exception("inference failed for a batch of %d clips on %s", len(batch), self.model.name)
+                if isinstance(err, ServiceError):  # a typed refusal of the engine (Triton), logged where it was made
+                    log.warning("a batch of %d clips on %s failed: %s", len(batch), self.model.name, err.code)
+                else:
+                    log.exception("inference failed for a batch of %d clips on %s", len(batch), self.model.name)
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(err)

@@ -140,16 +140,21 @@ class NoFramesError(ServiceError):
     status, code = 422, "no_frames"
 
 
-class BusyError(ServiceError):
-    """The queue or the request limit is full: try again after `retry_after` seconds."""
-
-    status, code = 429, "busy"
+class RetryLaterError(ServiceError):
+    """A refusal that passes: the answer says when to try again (`retry_after` whole seconds, Retry-After)."""
 
     def __init__(self, message: str, retry_after: float):
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(
             message, details={"retry_after_s": self.retry_after}, headers={"Retry-After": str(self.retry_after)}
         )
+
+
+class BusyError(RetryLaterError):
+    """The queue or the request limit is full (this process's, or the Triton server's): try again after
+    `retry_after` seconds."""
+
+    status, code = 429, "busy"
 
 
 class NotReadyError(ServiceError):
@@ -166,6 +171,20 @@ class ShuttingDownError(ServiceError):
 
     def __init__(self, message: str = "the server is shutting down; try again shortly"):
         super().__init__(message, headers={"Retry-After": "5", "Connection": "close"})
+
+
+class InferenceUnavailableError(RetryLaterError):
+    """The inference tier (a Triton server: settings.engine) cannot be reached or does not serve the model now:
+    try again after `retry_after` seconds; this process is up and its other work goes on."""
+
+    status, code = 503, "inference_unavailable"
+
+
+class InferenceFailedError(ServiceError):
+    """The inference server (Triton) failed a call in a way no retry fixes (an internal error, a refused request,
+    outputs unlike the card's): its answer is in this server's log, under the request id."""
+
+    status, code = 502, "inference_failed"
 
 
 class DeadlineError(ServiceError):
@@ -217,9 +236,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "not a video format the service reads (code: unsupported_media)",
         422: "invalid parameters, or a source URL scheme other than rtsp(s) or http(s) (codes: invalid_parameters, "
         "unsupported_scheme)",
-        429: "busy: the inference queue, the request or the upload limit is full; see Retry-After (code: busy)",
-        503: "models not loaded and warmed up yet, or the server is shutting down (codes: not_ready, shutting_down)",
-        504: "the request ran past its deadline (code: timeout)",
+        429: "busy: the inference queue (this process's, or Triton's), the request or the upload limit is full; see "
+        "Retry-After (code: busy)",
+        502: "the inference server (Triton) failed the request; its answer is in the server log (code: "
+        "inference_failed)",
+        503: "models not loaded and warmed up yet, the server is shutting down, or the inference server (Triton) "
+        "cannot be reached; see Retry-After (codes: not_ready, shutting_down, inference_unavailable)",
+        504: "the request ran past its deadline, or the inference server did not answer in time (code: timeout)",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
 

@@ -1,7 +1,10 @@
-"""ONNX Runtime sessions for the models of the store: providers checked at start-up, IO binding on GPU, warm-up.
+"""The inference engines' common interface, and ONNX Runtime sessions for the models of the store: providers checked
+at start-up, IO binding on GPU, warm-up.
 
-`OnnxClassifier.run(frames)` is synchronous (it is called from the batcher's worker thread):
+`Classifier.run(frames)` is synchronous (it is called from the batcher's worker thread):
 uint8 [B, T, H, W, 3] RGB aligned face crops -> `ModelOutput(logits [B, C], probs [B, C])` as float32.
+Engines: `OnnxClassifier` (ONNX Runtime in this process) and `service.triton_engine.TritonClassifier` (a Triton
+Inference Server over gRPC); the batcher and the registry see only `Classifier`.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -55,7 +60,71 @@ def _provider_options(provider: str, device_id: int) -> dict[str, str]:
     return {"device_id": str(device_id)} if provider in GPU_PROVIDERS else {}
 
 
-class OnnxClassifier:
+class Classifier(ABC):
+    """One model variant behind one inference engine: what the batcher runs and the registry describes.
+
+    Subclasses implement `_infer` (frames already checked against the card) and `engine`; the shape check and the
+    warm-up are this class's, the same for every engine.
+    """
+
+    def __init__(self, model: StoredModel, variant: str, provider: str):
+        self.stored = model
+        self.card: ModelCard = model.card
+        self.variant = variant
+        self.provider = provider  # the ONNX Runtime provider that runs the graph, or "triton"
+        self.frame_shape = (
+            self.card.num_frames,
+            self.card.input.height,
+            self.card.input.width,
+            self.card.input.channels,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.stored.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the graph runs, for the log: a file, or a server and its model."""
+
+    @abstractmethod
+    def engine(self) -> dict[str, Any]:
+        """What /v1/models shows of the engine: its `name` and how it is reached."""
+
+    @abstractmethod
+    def _infer(self, frames: np.ndarray) -> ModelOutput:
+        """frames: C-contiguous uint8 [B, T, H, W, 3], checked against the card."""
+
+    def close(self) -> None:  # noqa: B027 - an engine with nothing to release keeps this
+        """Release what the engine holds (a connection); after the batcher has stopped."""
+
+    def run(self, frames: np.ndarray) -> ModelOutput:
+        """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]."""
+        if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
+            raise ValueError(
+                f"expected uint8 [B, {', '.join(map(str, self.frame_shape))}], got {frames.dtype} {frames.shape}"
+            )
+        return self._infer(np.ascontiguousarray(frames))
+
+    def warmup(self, max_batch: int) -> float:
+        """Run every batch size 1..max_batch once (engines allocate and tune per shape); returns seconds taken."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        for batch in range(1, max_batch + 1):
+            self.run(rng.integers(0, 256, (batch, *self.frame_shape), dtype=np.uint8))
+        seconds = time.perf_counter() - start
+        log.info(
+            "warmed up %s (%s, %s) at batch 1..%d in %.2f s", self.name, self.variant, self.provider, max_batch, seconds
+        )
+        return seconds
+
+
+class OnnxClassifier(Classifier):
     """One model variant in one ONNX Runtime session."""
 
     def __init__(
@@ -66,9 +135,6 @@ class OnnxClassifier:
         device_id: int = 0,
         intra_op_threads: int = 0,
     ):
-        self.stored = model
-        self.card: ModelCard = model.card
-        self.variant = variant
         self.path = model.variant_path(variant)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -95,32 +161,19 @@ class OnnxClassifier:
                 f"model {model.name!r}: ONNX Runtime could not start {providers[0]} (active: {active}); "
                 "check the CUDA / cuDNN / TensorRT libraries"
             )
-        self.provider = active[0]
+        super().__init__(model, variant, active[0])
         self.device_id = device_id
         self.input_name = self.card.input.name
-        self.frame_shape = (
-            self.card.num_frames,
-            self.card.input.height,
-            self.card.input.width,
-            self.card.input.channels,
-        )
         self._io_binding = self.provider in GPU_PROVIDERS
 
     @property
-    def name(self) -> str:
-        return self.stored.name
+    def location(self) -> str:
+        return str(self.path)
 
-    @property
-    def classes(self) -> list[str]:
-        return self.card.classes
+    def engine(self) -> dict[str, Any]:
+        return {"name": "onnxruntime", "provider": self.provider, "device_id": self.device_id}
 
-    def run(self, frames: np.ndarray) -> ModelOutput:
-        """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]."""
-        if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
-            raise ValueError(
-                f"expected uint8 [B, {', '.join(map(str, self.frame_shape))}], got {frames.dtype} {frames.shape}"
-            )
-        frames = np.ascontiguousarray(frames)
+    def _infer(self, frames: np.ndarray) -> ModelOutput:
         if self._io_binding:
             # IO binding: one host->device copy of the input, outputs copied back only for the two we read.
             binding = self.session.io_binding()
@@ -132,18 +185,6 @@ class OnnxClassifier:
         else:
             logits, probs = self.session.run(["logits", "probs"], {self.input_name: frames})
         return ModelOutput(logits.astype(np.float32, copy=False), probs.astype(np.float32, copy=False))
-
-    def warmup(self, max_batch: int) -> float:
-        """Run every batch size 1..max_batch once (ORT allocates and tunes per shape); returns seconds taken."""
-        start = time.perf_counter()
-        rng = np.random.default_rng(0)
-        for batch in range(1, max_batch + 1):
-            self.run(rng.integers(0, 256, (batch, *self.frame_shape), dtype=np.uint8))
-        seconds = time.perf_counter() - start
-        log.info(
-            "warmed up %s (%s, %s) at batch 1..%d in %.2f s", self.name, self.variant, self.provider, max_batch, seconds
-        )
-        return seconds
 
 
 def choose_variant(model: StoredModel, requested: str, providers: list[str]) -> str:
@@ -160,7 +201,8 @@ class VariantChoice:
     """Which variant serves and why: what /v1/models and the log show."""
 
     variant: str
-    how: str  # "pinned" (a setting), "measured" (timed at warm-up on this CPU) or "card" (the card's figures)
+    how: str  # "pinned" (a setting), "measured" (timed at warm-up on this CPU), "card" (the card's figures) or
+    # "triton" (the variant the Triton model repository serves, from its config)
     seconds_per_clip: dict[str, float]  # batch-1 median per candidate timed at warm-up; empty unless "measured"
     cpu: str
     isa: str  # this CPU's instruction sets (s2d.machine.isa_summary)

@@ -1,4 +1,5 @@
-"""The models this process serves: one ONNX Runtime session and one batcher per model, loaded from the store."""
+"""The models this process serves: one classifier (an ONNX Runtime session, or a model on a Triton server:
+settings.engine) and one batcher per model, loaded from the store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from s2d.service import metrics
 from s2d.service.batcher import Batcher
 from s2d.service.errors import NotReadyError, UnknownModelError
 from s2d.service.inference import (
+    Classifier,
     OnnxClassifier,
     VariantChoice,
     check_providers,
@@ -17,6 +19,7 @@ from s2d.service.inference import (
     time_variants,
 )
 from s2d.service.settings import Settings
+from s2d.service.triton_engine import TritonClassifier, TritonStartupError
 from s2d.store import ModelStore, StoredModel, preferred
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedModel:
     stored: StoredModel
-    classifier: OnnxClassifier
+    classifier: Classifier
     batcher: Batcher
     choice: VariantChoice
     warmup_s: float | None = None
@@ -56,6 +59,7 @@ class LoadedModel:
             "max_batch": self.batcher.max_batch,
             "warmup_s": self.warmup_s,
             "variant_choice": self.choice.describe(),
+            "engine": self.classifier.engine(),
             "card": card.model_dump(mode="json"),
         }
 
@@ -71,15 +75,17 @@ class ModelRegistry:
         self.ready = False
 
     def load(self) -> None:
-        """Create every session and batcher; raises on a missing provider, model or broken card."""
+        """Create every classifier and batcher; raises on a missing provider, model or broken card, or a Triton
+        server that does not serve a model as its card says."""
         s = self.settings
-        check_providers(s.providers)
+        if s.engine == "onnxruntime":
+            check_providers(s.providers)
         names = s.models or self.store.names()
         if not names:
             raise KeyError(f"the model store {self.store.root} holds no model (set S2D_MODEL_STORE or S2D_MODELS)")
         for name in names:
             stored = self.store.get(name)
-            classifier, choice = self._pick_variant(stored)
+            classifier, choice = self._triton(stored) if s.engine == "triton" else self._pick_variant(stored)
             batcher = Batcher(
                 classifier, s.max_batch, s.max_wait_ms, s.queue_size, extra_delay_ms=s.fault_inference_delay_ms
             )
@@ -93,7 +99,9 @@ class ModelRegistry:
                 str(stored.card.demo).lower(),
                 stored.card.family,
             ).set(1)
-            log.info("loaded model %s on %s from %s: %s", name, classifier.provider, classifier.path, choice.summary())
+            log.info(
+                "loaded model %s on %s from %s: %s", name, classifier.provider, classifier.location, choice.summary()
+            )
         if s.default_model is not None and s.default_model not in self.models:
             raise KeyError(f"default_model {s.default_model!r} is not among the loaded models {sorted(self.models)}")
         self.default_name = s.default_model or preferred(m.stored for m in self.models.values()).name
@@ -115,6 +123,26 @@ class ModelRegistry:
         choice = VariantChoice.of(None, "measured", time_variants(sessions))
         return sessions[choice.variant], choice
 
+    def _triton(self, stored: StoredModel) -> tuple[TritonClassifier, VariantChoice]:
+        """The model on the Triton server: the variant is the one its repository serves (no timing here); a
+        pinned S2D_VARIANT must be that one."""
+        s = self.settings
+        classifier = TritonClassifier.connect(
+            stored,
+            s.triton_url,
+            version=s.triton_model_version,
+            timeout_s=s.triton_timeout_s,
+            ready_timeout_s=s.triton_ready_timeout_s,
+            max_batch=s.max_batch,
+        )
+        if s.variant not in ("auto", classifier.variant):
+            classifier.close()
+            raise TritonStartupError(
+                f"Triton at {s.triton_url}, model {stored.name!r} serves variant {classifier.variant!r}, but "
+                f"S2D_VARIANT pins {s.variant!r}: unpin it (`s2d models triton --kind` picks the repository's variant)"
+            )
+        return classifier, VariantChoice.of(classifier.variant, "triton")
+
     def start(self) -> None:
         for model in self.models.values():
             model.batcher.start()
@@ -133,6 +161,7 @@ class ModelRegistry:
         metrics.READY.set(0)
         for model in self.models.values():
             await model.batcher.stop()
+            model.classifier.close()
 
     def get(self, name: str | None) -> LoadedModel:
         if not self.ready:

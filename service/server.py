@@ -50,10 +50,12 @@ def serve(settings: Settings | None = None) -> None:
 
     settings = settings or load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    check_providers(settings.providers)  # a clear message before uvicorn starts, not a lifespan traceback
-    logging.getLogger(__name__).info(
-        "starting on http://%s:%d with providers %s", settings.host, settings.port, settings.providers
-    )
+    if settings.engine == "onnxruntime":
+        check_providers(settings.providers)  # a clear message before uvicorn starts, not a lifespan traceback
+        engine = f"ONNX Runtime providers {settings.providers}"
+    else:
+        engine = f"the Triton server at {settings.triton_url} (gRPC)"
+    logging.getLogger(__name__).info("starting on http://%s:%d with %s", settings.host, settings.port, engine)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

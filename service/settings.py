@@ -49,9 +49,26 @@ class Settings(BaseSettings):
         None, description="models to load; default: every model in the store"
     )
     default_model: str | None = Field(None, description="model used when a request names none; default: the store's")
-    variant: str = Field("auto", description="ONNX variant (fp32, fp16, int8, ...) or auto: the store's choice")
+    variant: str = Field(
+        "auto",
+        description="ONNX variant (fp32, fp16, int8, ...) or auto: the store's choice (engine=triton: the "
+        "repository's; a pinned one must be it)",
+    )
 
     # Inference engine
+    engine: Literal["onnxruntime", "triton"] = Field(
+        "onnxruntime",
+        description="onnxruntime: the models run in this process; triton: on the Triton Inference Server at "
+        "triton_url (this process keeps decoding, faces, tracking and streams)",
+    )
+    triton_url: str | None = Field(None, description="Triton's gRPC endpoint, host:port (engine=triton)")
+    triton_model_version: str = Field(
+        "", pattern=r"^[0-9]*$", description="Triton model version; empty: the server's version policy picks"
+    )
+    triton_timeout_s: float = Field(30.0, gt=0, description="deadline for one inference call to Triton: 504 beyond")
+    triton_ready_timeout_s: float = Field(
+        60.0, ge=0, description="at start-up, how long to wait for Triton and each model to be ready (0: ask once)"
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         ["CPUExecutionProvider"], description="ONNX Runtime providers in priority order (cpu, cuda, tensorrt)"
     )
@@ -164,6 +181,10 @@ class Settings(BaseSettings):
         first, most = self.sources_backoff_s
         if not 0 < first <= most:
             raise ValueError(f"sources_backoff_s must satisfy 0 < first <= most, got {self.sources_backoff_s}")
+        if self.engine == "triton" and not self.triton_url:
+            raise ValueError("engine 'triton' needs triton_url (S2D_TRITON_URL=host:port, Triton's gRPC port)")
+        if self.triton_url and "://" in self.triton_url:
+            raise ValueError(f"triton_url is host:port without a scheme (tritonclient's form), got {self.triton_url!r}")
         return self
 
     @classmethod

@@ -40,7 +40,8 @@ class AppState:
         sweep_stale_spool_files(settings.upload_dir)
         registry = ModelRegistry(settings)
         registry.load()
-        install_gpu_metrics(settings.providers, settings.device_id)  # NVML gauges when this process runs on a GPU
+        if settings.engine == "onnxruntime":  # NVML gauges when this process runs on a GPU (Triton has its own)
+            install_gpu_metrics(settings.providers, settings.device_id)
         registry.start()
         executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
         limits = Limits.from_settings(settings)

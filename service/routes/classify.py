@@ -102,7 +102,7 @@ def _check_upload_room(state: AppState, model) -> None:
     summary="Classify the facial expressions of every person in a video",
     openapi_extra={"requestBody": _BODY},
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}},
-               **error_responses(400, 401, 404, 408, 413, 415, 422, 429, 503, 504)},
+               **error_responses(400, 401, 404, 408, 413, 415, 422, 429, 502, 503, 504)},
 )  # fmt: skip
 async def classify(request: Request, options: Annotated[ClassifyOptions, Query()], state: StateDep) -> ClassifyResponse:
     with state.shutdown.tracking():  # on SIGTERM: finished, or answered 503 past the grace

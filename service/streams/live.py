@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from s2d.service import metrics
-from s2d.service.errors import BusyError, DeadlineError, ProtocolError
+from s2d.service.errors import BusyError, DeadlineError, ProtocolError, ServiceError
 from s2d.service.schemas import Prediction
 from s2d.service.smoothing import TrackSmoother
 from s2d.service.streams.buffers import FrameBuffer, Outbox
@@ -343,6 +343,9 @@ class LiveStream:
             return
         except DeadlineError:
             self._drop_window("deadline")
+            return
+        except ServiceError:  # the engine refused the call (Triton unavailable) and logged why: no trace per window
+            self._drop_window("failed")
             return
         except Exception:  # a failing model call drops this window, never the stream
             log.exception("stream window failed")
