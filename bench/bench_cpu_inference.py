@@ -14,7 +14,9 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   (`s2d baseline fetch`), fp32 only as its store has it, and keeps its own trained head.
 - An S2D model is built (random weights, seed 0, or a checkpoint), exported to ONNX in a temp folder
   (`training.export.export_onnx`) and quantised with `training.export.quantize_int8` under each int8 recipe
-  ("int8-fused" first runs ONNX Runtime's transformer optimiser, `training.export.optimize_transformer`).
+  ("int8-fused" first runs ONNX Runtime's transformer optimiser, `training.export.optimize_transformer`; "int8-mha"
+  starts from the graph whose attentions `training.export.fusion.fuse_attention` rewrote into MultiHeadAttention,
+  itself timed as "ort-fp32-mha").
 - Random weights give near-identical logits for every clip, so top-1 agreement would be trivially 100%. With
   `--fit-clips N` (default 8) the classifier head is replaced, before export, by a ridge-regression head fitted on the
   PyTorch fp32 clip features of N synthetic face clips (labels = their expression), on standardised features: the
@@ -62,6 +64,8 @@ INT8_RECIPES = {
     "int8-per-channel-rr": {"per_channel": True, "reduce_range": True},
     "int8-attention": {"attention": True},
     "int8-fused": {"fused": True},
+    "int8-mha": {"mha": True},
+    "int8-mha-per-channel": {"mha": True, "per_channel": True},
     "int8-static": {"method": "static"},
 }
 
@@ -276,12 +280,16 @@ def model_gflop(model) -> float:
 
 def export_variants(model, folder: Path, recipes: list[str]) -> dict[str, Path]:
     from s2d.training.export import export_onnx, optimize_transformer, quantize_int8, synthetic_clips
+    from s2d.training.export.fusion import fuse_attention
 
     cfg = model.config
     paths = {"ort-fp32": export_onnx(model, folder / "model.onnx")}
+    if any(INT8_RECIPES[r].get("mha") for r in recipes):  # the fused fp32 graph is an engine of its own too
+        paths["ort-fp32-mha"], fused = fuse_attention(paths["ort-fp32"], folder / "model.mha.onnx")
+        print(f"  attention fused into MultiHeadAttention: {fused}", flush=True)
     for recipe in recipes:
         options = dict(INT8_RECIPES[recipe])
-        src = paths["ort-fp32"]
+        src = paths["ort-fp32-mha"] if options.pop("mha", False) else paths["ort-fp32"]
         if options.pop("fused", False):
             src = optimize_transformer(src, folder / "model.fused.onnx", cfg.num_heads, cfg.embed_dim)
         if options.get("method") == "static":

@@ -152,6 +152,51 @@ def test_int8_weight_options_change_the_quantised_weights(tiny, tmp_path):
     assert scales[False] == 1 and scales[True] > 1  # per-channel: one scale per output column
 
 
+def test_attention_fusion_rewrites_every_full_attention_exactly(tiny, tmp_path):
+    import onnx
+
+    from s2d.training.export.fusion import fuse_attention
+
+    model, path = tiny
+    fused, count = fuse_attention(path, tmp_path / "model.mha.onnx")
+    # depth 2: both TMAs and the first ViT block; the last block's CLS-only query is another pattern, left as it is
+    assert count == 3
+    graph = onnx.load(str(fused)).graph
+    assert sum(n.op_type == "MultiHeadAttention" for n in graph.node) == 3
+    assert sum(n.op_type == "Softmax" for n in graph.node) == sum(
+        n.op_type == "Softmax" for n in onnx.load(str(path)).graph.node
+    ) - 3
+    clips = synthetic_clips(3, 2, seed=7)
+    reference = torch_logits(model, clips)
+    figures = agreement(reference, run_onnx(onnx_session(fused), clips))
+    assert figures["max_abs_logit_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
+    # int8 starts from the fused graph as from the plain one: the projections are quantised, attention is not
+    q = quantize_int8(fused, tmp_path / "model.mha.int8.onnx")
+    ops = [n.op_type for n in onnx.load(str(q)).graph.node]
+    assert "MatMulInteger" in ops and ops.count("MultiHeadAttention") == 3
+    assert agreement(reference, run_onnx(onnx_session(q), clips))["max_abs_logit_diff"] < 1.0
+
+
+def test_attention_fusion_leaves_a_graph_without_the_pattern_alone(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from s2d.training.export.fusion import fuse_attention
+
+    # softmax(x @ x^T) @ x with no qkv projection: not the exporter's attention
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["x", "xt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "x"], ["y"]),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("x", "y")]
+    src = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "plain", io[:1], io[1:])), str(src))
+    fused, count = fuse_attention(src, tmp_path / "plain.mha.onnx")
+    assert count == 0 and [n.op_type for n in onnx.load(str(fused)).graph.node] == [n.op_type for n in nodes]
+
+
 @pytest.mark.slow
 def test_full_size_base_model_exports_with_parity(tmp_path):
     model = randomize_(create_model("s2d_base")).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from s2d.files import sha256_of
 from s2d.machine import cpu_name, isa_summary
 from s2d.models import S2DModel
 from s2d.store import MIN_AGREEMENT, ModelStore, StoredModel
+from s2d.training.export.fusion import fuse_attention
 from s2d.training.export.graph import INPUT_NAME, OUTPUT_NAMES, export_onnx, onnx_parity
 from s2d.training.export.measure import (
     EVAL_CLIPS,
@@ -28,6 +30,8 @@ from s2d.training.export.measure import (
 from s2d.training.export.variants import (
     _VARIANT_NOTES,
     DEFAULT_VARIANTS,
+    FUSE_ATTENTION,
+    PLAIN_FILE,
     VARIANT_FILES,
     VARIANT_PROVIDERS,
     convert_fp16,
@@ -100,7 +104,14 @@ def write_model_folder(
     folder = Path(folder)
     cfg = model.config
     model = model.eval()
-    fp32_path = export_onnx(model, folder / VARIANT_FILES["fp32"])
+    # The exporter's graph; fp32 (and int8 from it) get fused attention when FUSE_ATTENTION is on, and fp16 converts
+    # the plain graph (its converter does not know ONNX Runtime's contrib operators).
+    plain_path = export_onnx(model, folder / PLAIN_FILE)
+    fp32_path = folder / VARIANT_FILES["fp32"]
+    if FUSE_ATTENTION:
+        fuse_attention(plain_path, fp32_path)
+    else:
+        shutil.copyfile(plain_path, fp32_path)
     if evaluation is None:
         evaluation = synthetic_clips(EVAL_CLIPS, cfg.num_frames, cfg.img_size, seed=1)
         evaluation_name = f"{EVAL_CLIPS} synthetic face clips (training.export.synthetic_clips, seed 1)"
@@ -110,7 +121,7 @@ def write_model_folder(
     for variant in variants:
         path = folder / VARIANT_FILES[variant]
         if variant == "fp16":
-            convert_fp16(fp32_path, path)
+            convert_fp16(plain_path, path)
         elif variant == "int8":
             if calibration is None and int8_method == "static":
                 calibration = synthetic_clips(8, cfg.num_frames, cfg.img_size, seed=2)
@@ -132,6 +143,7 @@ def write_model_folder(
             notes=_VARIANT_NOTES.get(variant, "") + (f" int8 method: {int8_method}." if variant == "int8" else ""),
             **figures,
         )
+    plain_path.unlink()
     parity = dict(card_fields.pop("parity", None) or {})
     parity["onnxruntime_cpu_fp32"] = onnx_parity(model, fp32_path)
     parity["variant_agreement_clips"] = evaluation_name

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 # Each variant is its own ONNX file in the model folder; the card says where it is meant to run.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+PLAIN_FILE = "model.plain.onnx"  # the exporter's own graph, while the variants are made from it (then deleted)
 VARIANT_PROVIDERS = {"fp32": [CPU, CUDA], "fp16": [CUDA], "int8": [CPU]}
 DEFAULT_VARIANTS = ("fp32", "fp16", "int8")
 # int8 covers the linear layers and attention matmuls. Convolutions stay fp32: ONNX Runtime's ConvInteger (dynamic)
@@ -27,6 +28,9 @@ INT8_REDUCE_RANGE = False
 # Attention's activation x activation MatMuls (QK^T, AV) stay fp32 under dynamic int8: quantising them too ran at the
 # same speed with the same agreement on s2d_base (BENCHMARKS.md, "CPU serving per machine").
 INT8_ATTENTION = False
+# fp32 and int8 are written with attention fused into ONNX Runtime's MultiHeadAttention (training.export.fusion):
+# the same logits, fewer kernels (BENCHMARKS.md, "CPU serving per machine").
+FUSE_ATTENTION = True
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
