@@ -1,16 +1,23 @@
 """Print the requirements of the project's base install plus the named extras, one per line (for pip -r).
 
 The image build installs dependencies from this list before it copies the source, so the dependency layers are
-rebuilt only when pyproject.toml changes. Usage: python requirements.py [EXTRA ...] > requirements.txt
+rebuilt only when pyproject.toml changes. Usage:
+
+    python requirements.py [--build-system] [--wheels=DIR] [EXTRA ...] > requirements.txt
+
+--build-system adds the [build-system] requirements (setuptools), so the image can install the project in place
+with --no-build-isolation, needing no index. --wheels=DIR: when DIR holds wheels (docker/build_offline.sh puts them
+there), the list starts with `--no-index` and `--find-links DIR`, so pip installs from those wheels only.
 """
 
-import sys
+import argparse
 import tomllib
 from pathlib import Path
 
 
-def requirements(pyproject: Path, extras: list[str]) -> list[str]:
-    project = tomllib.loads(pyproject.read_text())["project"]
+def requirements(pyproject: Path, extras: list[str], build_system: bool = False) -> list[str]:
+    data = tomllib.loads(pyproject.read_text())
+    project = data["project"]
     optional = project.get("optional-dependencies", {})
     unknown = [e for e in extras if e not in optional]
     if unknown:
@@ -18,7 +25,16 @@ def requirements(pyproject: Path, extras: list[str]) -> list[str]:
     out = list(project["dependencies"])
     for extra in extras:
         out += [r for r in optional[extra] if r not in out]
+    if build_system:
+        out += [r for r in data["build-system"]["requires"] if r not in out]
     return out
+
+
+def index_options(wheels: Path | None) -> list[str]:
+    """pip options for the top of the list: only the local wheels, when there are any."""
+    if wheels is None or not any(wheels.glob("*.whl")):
+        return []
+    return ["--no-index", f"--find-links {wheels}"]
 
 
 def find_pyproject() -> Path:
@@ -28,4 +44,10 @@ def find_pyproject() -> Path:
 
 
 if __name__ == "__main__":
-    print("\n".join(requirements(find_pyproject(), sys.argv[1:])))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("extras", nargs="*", help="extras of pyproject.toml (cpu, gpu, train, ...)")
+    parser.add_argument("--build-system", action="store_true", help="add the [build-system] requirements")
+    parser.add_argument("--wheels", type=Path, metavar="DIR", help="install only from the wheels in DIR, if any")
+    args = parser.parse_args()
+    lines = index_options(args.wheels) + requirements(find_pyproject(), args.extras, args.build_system)
+    print("\n".join(lines))

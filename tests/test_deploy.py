@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import importlib.metadata
 import json
 import os
@@ -141,7 +142,7 @@ def stage_closure(stages: dict[str, Stage], name: str) -> list[str]:
 def test_every_copy_source_exists_in_the_build_context(dockerfile):
     _, stages = dockerfile
     patterns = dockerignore_patterns()
-    checked = 0
+    checked = optional = 0
     for stage in stages.values():
         for copy in stage.all("COPY") + stage.all("ADD"):
             flags, sources, _ = copy_parts(copy)
@@ -149,10 +150,19 @@ def test_every_copy_source_exists_in_the_build_context(dockerfile):
                 assert flags["from"] in stages, f"COPY --from={flags['from']}: no such stage"
                 continue
             for source in sources:
+                if glob.has_magic(source):
+                    # An optional source (`weights.lock.jso[n]`: nothing matched is no error), but BuildKit still
+                    # needs the folder it is in, and what it matches must reach the build.
+                    parent = (REPO / source).parent
+                    assert parent.is_dir(), f"stage {stage.name}: {source}: no folder {parent.relative_to(REPO)}"
+                    matches = [str(p.relative_to(REPO)) for p in REPO.glob(source)]
+                    assert not [m for m in matches if ignored(m, patterns)], f"{source} is excluded by .dockerignore"
+                    optional += 1
+                    continue
                 assert (REPO / source).exists(), f"stage {stage.name}: COPY source {source} does not exist"
                 assert not ignored(source, patterns), f"stage {stage.name}: {source} is excluded by .dockerignore"
                 checked += 1
-    assert checked >= 10
+    assert checked >= 10 and optional == 3  # the weights lock, the cpu and the gpu wheels
 
 
 def test_runtime_images_start_the_service(dockerfile):
@@ -171,21 +181,30 @@ def test_runtime_images_start_the_service(dockerfile):
         args = build_parser().parse_args(command[1:])
         assert args.func.__name__ == "cmd_serve"
         # the script exists because the stage installs the project (in place, so data files like the webcam page
-        # and the card schema are found next to the code)
-        assert any("pip install --no-deps -e ." in run.args for run in stage.all("RUN")), name
+        # and the card schema are found next to the code; setuptools from the environment, so no index is needed)
+        assert any("pip install --no-deps --no-build-isolation -e ." in run.args for run in stage.all("RUN")), name
 
 
 def test_weights_stage_commands_parse(dockerfile):
-    """The builder's `s2d weights pull` / `s2d models list` lines name real sub-commands and options."""
+    """The builder's `s2d weights pull` / `s2d models list` lines name real sub-commands and options; a baked build
+    is pinned by the lock copied from the build context unless trust on first use is asked for."""
     from s2d.cli import build_parser
 
     _, stages = dockerfile
-    run = " ".join(r.args for r in stages["weights"].all("RUN"))
-    assert "s2d weights pull" in run and "--trust-unpinned" in run
+    weights = stages["weights"]
+    run = " ".join(r.args for r in weights.all("RUN"))
+    assert "s2d weights pull" in run and "--lock /src/weights.lock.json" in run
+    assert 'pin="--locked"' in run and '"$S2D_WEIGHTS_TRUST_ON_FIRST_USE" = 1 ]; then pin="--trust-unpinned"' in run
+    assert any("weights.lock.jso[n]" in copy_parts(c)[1] for c in weights.all("COPY"))
+    assert "S2D_WEIGHTS_TRUST_ON_FIRST_USE=0" in [a.args for a in weights.all("ARG")]
     parser = build_parser()
-    pull = parser.parse_args(["weights", "pull", "s2d-dfew", "--store", "/models", "--variants", "fp32,fp16",
-                              "--trust-unpinned"])  # fmt: skip
-    assert pull.func.__name__ == "cmd_weights_pull" and pull.trust_unpinned
+    for pin in ("--locked", "--trust-unpinned"):
+        pull = parser.parse_args(["weights", "pull", "s2d-dfew", "--store", "/models", "--lock",
+                                  "/src/weights.lock.json", "--variants", "fp32,fp16", pin])  # fmt: skip
+        assert pull.func.__name__ == "cmd_weights_pull" and (pull.locked, pull.trust_unpinned) == (
+            pin == "--locked",
+            pin == "--trust-unpinned",
+        )
     assert parser.parse_args(["models", "list", "--store", "/models"]).func.__name__ == "cmd_models_list"
 
 
@@ -211,11 +230,12 @@ def _extras_installed(stages: dict[str, Stage], name: str) -> list[str]:
     for stage_name in stage_closure(stages, name):
         for run in stages[stage_name].all("RUN"):
             assert "torch" not in run.args.lower() or stage_name == "weights", f"{stage_name}: {run.args}"
-            for match in re.finditer(r"requirements\.py\s+([\w ]+?)\s*>", run.args):
-                extras += match.group(1).split()
+            for match in re.finditer(r"requirements\.py\s+([^>]+?)\s*>", run.args):
+                extras += [w for w in match.group(1).split() if not w.startswith("-")]  # options: --build-system ...
             for pip in re.finditer(r"pip install ([^&;]+)", run.args if stage_name != "weights" else ""):
                 words = pip.group(1).split()
-                assert "-r" in words or words[:2] == ["--no-deps", "-e"], f"{stage_name}: unexpected {pip.group(0)}"
+                in_place = ["--no-deps", "--no-build-isolation", "-e", "."]
+                assert words == ["-r", "/tmp/build/requirements.txt"] or words == in_place, f"{stage_name}: {pip[0]}"
     return extras
 
 
@@ -292,6 +312,23 @@ def test_requirements_script_refuses_unknown_extras():
         [sys.executable, str(REPO / "docker" / "requirements.py"), "gpu"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "onnxruntime-gpu>=1.18" in listed and not any(r.startswith("torch") for r in listed)
+
+
+def test_the_cpu_image_can_be_built_without_a_registry_or_an_index(dockerfile, tmp_path):
+    """What docker/build_offline.sh relies on (tests/test_docker_image.py runs it): every base image is a build
+    argument, no `# syntax=` line (that frontend image would come from a registry), and the cpu environment's list
+    starts with --no-index when wheels are there, and has setuptools for the in-place install."""
+    args, stages = dockerfile
+    first = (REPO / "Dockerfile").read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
+    assert {s.base for s in stages.values()} <= {"${PYTHON_IMAGE}", "${CUDA_IMAGE}"} | set(stages)
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-")
+    script = [sys.executable, str(REPO / "docker" / "requirements.py"), "--build-system", f"--wheels={tmp_path}", "cpu"]
+    assert "--no-index" not in subprocess.run(script, capture_output=True, text=True, check=True).stdout
+    (tmp_path / "numpy-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl").touch()
+    listed = subprocess.run(script, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert listed[:2] == ["--no-index", f"--find-links {tmp_path}"] and "setuptools>=68" in listed
+    assert "onnxruntime>=1.18" in listed
 
 
 # ---------------------------------------------------------------------------------------------------------------------
