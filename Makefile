@@ -39,16 +39,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # Debian packages the tests drive for real: Prometheus + promtool (tests/test_prometheus.py), Chromium +
-# chromedriver (tests/test_browser.py), nginx (tests/test_scale.py) and GStreamer's RTSP server for Debian's python3
-# (tests/test_sources.py: a real camera stream); kubectl, for `kubectl kustomize` in tests/test_k8s.py, comes with
-# the machine image. Best effort: it needs root and apt-get; without them it says how
+# chromedriver (tests/test_browser.py), nginx (tests/test_scale.py), GStreamer's RTSP server for Debian's python3
+# (tests/test_sources.py: a real camera stream), and Docker with a Debian bootstrapper (tests/test_docker_image.py
+# builds and runs the cpu image through docker/build_offline.sh); kubectl, for `kubectl kustomize` in
+# tests/test_k8s.py, comes with the machine image. Best effort: it needs root and apt-get; without them it says how
 # to install, and those tests skip with the same reason.
 OPS_PACKAGES := prometheus chromium chromium-driver nginx-light \
   gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
-  gstreamer1.0-libav
+  gstreamer1.0-libav docker.io debootstrap mmdebstrap debian-archive-keyring
 setup-ops:
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromedriver >/dev/null \
 	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
+	  && test -x /usr/sbin/dockerd && test -x /usr/sbin/debootstrap && command -v mmdebstrap >/dev/null \
 	  && /usr/bin/python3 tests/rtsp_server.py --check >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
