@@ -106,6 +106,9 @@ def ort_engine(name: str, path: Path, threads: int, spinning: bool = True) -> En
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    # No CPU arena, as the service runs (service/inference.py): with it, every session keeps the high-water mark of
+    # its largest batch, and several s2d_base sessions at batch 8 outgrow a 24 GiB machine.
+    options.enable_cpu_mem_arena = False
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(clips: np.ndarray) -> np.ndarray:
@@ -400,10 +403,15 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
         engines = [torch_engine(model, args.threads), *ort]
         print(f"batch 1, {args.eval_clips} clips, engines interleaved per clip:", flush=True)
         seconds, logits = interleaved(engines, clips[: args.eval_clips])
+        reference = logits["pytorch-fp32"]
+        for engine in engines:  # batch 1 is what the verdict rests on: print it before the longer batch timings
+            figures = agreement_figures(reference, logits[engine.name])
+            print(f"  {engine.name}: {summary(seconds[engine.name], 1)['clips_per_s']:.3f} clips/s, top-1 "
+                  f"{100 * figures['top1_agreement']:.1f}%, max |dlogit| {figures['max_abs_logit_diff']:.2e}",
+                  flush=True)  # fmt: skip
         extra = {b: batch_timing(engines, clips, b, args.repeats) for b in args.batches}
         if args.profile:
             print_profile(args.profile, op_profile(paths[args.profile], clips[:1], args.threads))
-    reference = logits["pytorch-fp32"]
     rows = []
     for engine in engines:
         for batch, timing in [(1, summary(seconds[engine.name], 1))] + [(b, t[engine.name]) for b, t in extra.items()]:
