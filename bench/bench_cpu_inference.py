@@ -303,8 +303,9 @@ def export_variants(model, folder: Path, recipes: list[str]) -> dict[str, Path]:
     return paths
 
 
-def op_profile(path: Path, clip: np.ndarray, threads: int) -> list[tuple[str, float]]:
-    """Kernel seconds per operator type over one call (after a warm-up call), most expensive first."""
+def op_profile(path: Path, clip: np.ndarray, threads: int) -> tuple[list[tuple[str, float]], list[tuple]]:
+    """Kernel seconds per operator type over one call (after a warm-up call), most expensive first; and per int8
+    matmul shape (input shape -> output shape): seconds, calls, GFLOP/s, to hold against the matmul ceiling."""
     import json
     from collections import Counter
 
@@ -320,17 +321,31 @@ def op_profile(path: Path, clip: np.ndarray, threads: int) -> list[tuple[str, fl
     session.run(["logits"], {"frames": clip})
     events = json.loads(Path(session.end_profiling()).read_text())
     per_op: Counter[str] = Counter()
+    matmuls: dict[str, list[float]] = {}  # shapes -> [seconds, calls, FLOP]
     for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"] / 1e6
-    return per_op.most_common()
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        args, seconds = event["args"], event["dur"] / 1e6
+        per_op[args["op_name"]] += seconds
+        if args["op_name"] == "DynamicQuantizeMatMul":
+            (a,) = args["input_type_shape"][0].values()
+            (out,) = args["output_type_shape"][0].values()
+            entry = matmuls.setdefault(f"{a} -> {out}", [0.0, 0, 0.0])
+            entry[0] += seconds
+            entry[1] += 1
+            entry[2] += 2.0 * float(np.prod(out)) * a[-1]
+    by_shape = sorted(((k, t, n, f / t / 1e9) for k, (t, n, f) in matmuls.items()), key=lambda r: -r[1])
+    return per_op.most_common(), by_shape
 
 
-def print_profile(name: str, per_op: list[tuple[str, float]]) -> None:
+def print_profile(name: str, profile: tuple[list[tuple[str, float]], list[tuple]]) -> None:
+    per_op, by_shape = profile
     total = sum(t for _, t in per_op)
     print(f"{name}: kernel time per operator over one clip ({total:.2f} s in all)")
     for op, seconds in per_op[:12]:
         print(f"  {op:28s} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
+    for shapes, seconds, calls, gflops in by_shape[:8]:
+        print(f"  int8 matmul {shapes}: {seconds:.3f} s over {calls} calls, {gflops:.0f} GFLOP/s")
 
 
 def main(argv: list[str] | None = None) -> int:
