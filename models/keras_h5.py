@@ -11,8 +11,10 @@ Only the layer types the served baseline needs are known (`SUPPORTED_LAYERS`); a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +181,7 @@ class KerasNet(nn.Module):
             if kind == "InputLayer":
                 values[name] = x
             elif kind == "Add":
-                values[name] = torch.stack([values[i] for i in inputs]).sum(0)
+                values[name] = functools.reduce(operator.add, (values[i] for i in inputs))  # Adds, not stack + sum
             else:
                 values[name] = self.layers[name](values[inputs[0]])
             if name == self.output_name:

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from bench.server import REPO, running_server
-from s2d.models.frame_baseline import FER2013_CLASSES
+from s2d.models.frame_baseline import FER2013_CLASSES, opencv_grey
 from s2d.models.keras_h5 import KerasModelError, KerasNet, _same_padding
 from s2d.training import baseline
 from tests.faces_helpers import reference_photos, write_video
@@ -78,6 +78,15 @@ def test_the_keras_file_rebuilt_in_torch_and_onnx_gives_keras_probabilities(tmp_
     assert np.abs(onnx_probs - keras).max() <= 1e-4
     lite = np.array([r["tflite_probs"] for r in _singles()])  # the package's default, quantised
     assert (onnx_probs.argmax(1) == lite.argmax(1)).all()
+
+
+def test_grey_is_opencvs_to_the_level():
+    import cv2
+
+    rgb = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    rgb[0, :6] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 127]]
+    ours = opencv_grey(torch.from_numpy(rgb).float()).numpy()
+    assert (ours == cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)).all()  # the package greys with cv2.cvtColor
 
 
 def test_keras_same_padding_and_unknown_layers():
