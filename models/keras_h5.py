@@ -115,9 +115,22 @@ class _MaxPool(nn.Module):
         self.same = config["padding"] == "same"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.same:  # padded cells never win the max
-            x = _pad_same(x, self.kernel, self.stride, float("-inf"))
-        return F.max_pool2d(x, self.kernel, self.stride)
+        if not self.same:
+            return F.max_pool2d(x, self.kernel, self.stride)
+        dims = list(zip(x.shape[-2:], self.kernel, self.stride, strict=True))
+        pads = [_same_padding(n, k, s) for n, k, s in dims]
+        if all(_pool_can_pad(*pad, k, s) for pad, (_, k, s) in zip(pads, dims, strict=True)):
+            # The pooling's own padding (and ceil_mode for TensorFlow's odd pixel after): the same windows as an
+            # explicit -inf pad, without a Pad in the exported graph.
+            ceil = any(after > before for before, after in pads)
+            return F.max_pool2d(x, self.kernel, self.stride, padding=[b for b, _ in pads], ceil_mode=ceil)
+        return F.max_pool2d(_pad_same(x, self.kernel, self.stride, float("-inf")), self.kernel, self.stride)
+
+
+def _pool_can_pad(before: int, after: int, kernel: int, stride: int) -> bool:
+    """Whether max_pool2d(padding=before, ceil_mode) gives TensorFlow's `same` windows: symmetric padding, or one
+    pixel more after with stride >= 2 (ceil_mode then adds exactly that last window); torch allows padding <= k/2."""
+    return before <= kernel // 2 and (after == before or (after == before + 1 and stride >= 2))
 
 
 class _GlobalAveragePool(nn.Module):

@@ -22,7 +22,7 @@ import torch
 
 from bench.server import REPO, running_server
 from s2d.models.frame_baseline import FER2013_CLASSES, opencv_grey
-from s2d.models.keras_h5 import KerasModelError, KerasNet, _same_padding
+from s2d.models.keras_h5 import KerasModelError, KerasNet, _MaxPool, _pad_same, _same_padding
 from s2d.training import baseline
 from tests.faces_helpers import reference_photos, write_video
 from tests.service_helpers import build_baseline_store
@@ -87,6 +87,16 @@ def test_grey_is_opencvs_to_the_level():
     rgb[0, :6] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 127]]
     ours = opencv_grey(torch.from_numpy(rgb).float()).numpy()
     assert (ours == cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)).all()  # the package greys with cv2.cvtColor
+
+
+@pytest.mark.parametrize("size", [8, 15, 30, 60, 61])
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 1), (3, 2), (3, 3)])
+def test_same_max_pooling_without_a_pad_takes_tensorflows_windows(size, kernel, stride):
+    x = torch.randn(2, 3, size, size + 1)
+    padded = _pad_same(x, (kernel, kernel), (stride, stride), float("-inf"))  # TensorFlow's `same`, spelled out
+    expected = torch.nn.functional.max_pool2d(padded, kernel, stride)
+    pool = _MaxPool({"pool_size": [kernel, kernel], "strides": [stride, stride], "padding": "same"})
+    assert torch.equal(pool(x), expected)
 
 
 def test_keras_same_padding_and_unknown_layers():
