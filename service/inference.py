@@ -103,6 +103,11 @@ class Classifier(ABC):
     def close(self) -> None:  # noqa: B027 - an engine with nothing to release keeps this
         """Release what the engine holds (a connection); after the batcher has stopped."""
 
+    def unready_reason(self) -> str | None:
+        """Why the engine cannot serve now (for /readyz and the log), or None. An in-process session always can;
+        a remote engine asks its server. May block for a short timeout: call it off the event loop."""
+        return None
+
     def run(self, frames: np.ndarray) -> ModelOutput:
         """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]."""
         if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:

@@ -73,6 +73,7 @@ class ModelRegistry:
         self.models: dict[str, LoadedModel] = {}
         self.default_name: str | None = None
         self.ready = False
+        self._unready_logged: dict[str, str | None] = {}  # model -> the engine's last logged unready reason
 
     def load(self) -> None:
         """Create every classifier and batcher; raises on a missing provider, model or broken card, or a Triton
@@ -162,6 +163,20 @@ class ModelRegistry:
         for model in self.models.values():
             await model.batcher.stop()
             model.classifier.close()
+
+    def unready_engines(self) -> dict[str, str]:
+        """Model name -> why its engine cannot serve now, for the models whose engine cannot (a Triton server gone
+        or restarting after start-up). Blocks for the engines' short checks: call it off the event loop."""
+        reasons = {name: model.classifier.unready_reason() for name, model in self.models.items()}
+        for name, reason in reasons.items():  # logged as it changes, not at every probe; the address is the log's
+            if reason != self._unready_logged.get(name):
+                where = self.models[name].classifier.location
+                if reason:
+                    log.warning("model %s is not servable now: %s (%s)", name, reason, where)
+                else:
+                    log.info("model %s is servable again (%s)", name, where)
+                self._unready_logged[name] = reason
+        return {name: reason for name, reason in reasons.items() if reason}
 
     def get(self, name: str | None) -> LoadedModel:
         if not self.ready:

@@ -44,6 +44,7 @@ OUTPUTS = ("logits", "probs")
 BUSY_RETRY_S = 1  # Triton's queue is full: it drains batch by batch, so soon
 UNAVAILABLE_RETRY_S = 5  # the server is down or restarting: as long as a restart takes at the least
 READY_POLL_S = 0.5  # between readiness checks at start-up
+READY_CHECK_TIMEOUT_S = 2.0  # one /readyz check of the server: a probe's own timeout is a few seconds
 # Triton's messages for its queue policy (core: scheduler_utils.cc), both sent with gRPC status UNAVAILABLE.
 QUEUE_FULL = "Exceeds maximum queue size"
 QUEUE_TIMEOUT = "Request timeout expired"
@@ -153,6 +154,19 @@ class TritonClassifier(Classifier):
 
     def close(self) -> None:
         self.client.close()
+
+    def unready_reason(self) -> str | None:
+        """The server's and the model's readiness now: the server can restart or unload the model after start-up."""
+        timeout = min(self.timeout_s, READY_CHECK_TIMEOUT_S)
+        try:
+            if not self.client.is_server_ready(client_timeout=timeout):
+                return "the inference server is not ready"
+            if not self.client.is_model_ready(self.name, self.version, client_timeout=timeout):
+                return "the inference server does not have the model ready"
+        except self._grpc.InferenceServerException as err:
+            log.debug("Triton at %s: readiness check failed: %s", self.url, _reason(err))
+            return "the inference server cannot be reached"
+        return None
 
     def _infer(self, frames: np.ndarray) -> ModelOutput:
         batch = self._grpc.InferInput(self.card.input.name, list(frames.shape), "UINT8")

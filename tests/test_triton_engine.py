@@ -152,6 +152,36 @@ def test_inference_faults_answer_typed_errors_and_the_model_goes_on(triton_servi
         assert client.get("/readyz").status_code == 200
 
 
+def test_readyz_follows_the_inference_server_after_start_up(triton_service, peer, videos):
+    """A model the server stops serving, or a server that stops being ready, makes /readyz 503 (a load balancer
+    moves on) until it is back; the other model's work goes on meanwhile, and the log says what changed, once."""
+    with triton_service.client() as client:
+        assert client.get("/readyz").status_code == 200
+        peer.model_unready.add(OTHER)
+        try:
+            for _ in range(2):
+                response = client.get("/readyz")
+                message = assert_error(response, 503, "inference_unavailable")["error"]["message"]
+                assert f"model {OTHER!r}: the inference server does not have the model ready" in message
+                assert TEST_MODEL not in message and "127.0.0.1" not in message
+                assert int(response.headers["retry-after"]) >= 1
+            assert classify(client, videos["one_s"], model=TEST_MODEL).status_code == 200
+        finally:
+            peer.model_unready.discard(OTHER)
+        assert client.get("/readyz").status_code == 200
+        peer.ready = False
+        try:
+            message = assert_error(client.get("/readyz"), 503, "inference_unavailable")["error"]["message"]
+            assert f"model {TEST_MODEL!r}: the inference server is not ready" in message and OTHER in message
+        finally:
+            peer.ready = True
+        assert client.get("/readyz").status_code == 200
+    messages = [r.get("message", "") for r in triton_service.records()]
+    gone = [m for m in messages if m.startswith(f"model {OTHER} is not servable now: the inference server does not")]
+    assert len(gone) == 1 and peer.url in gone[0], messages  # once, with the address, though probed twice
+    assert any(m.startswith(f"model {OTHER} is servable again") for m in messages), messages
+
+
 def test_a_call_past_its_deadline_fails_its_own_requests_only(triton_service, peer, videos):
     """A call held by the peer past the service's deadline: that request gets 504; one for the other model, sent
     while it is held, and one for the same model, queued behind it, are answered."""

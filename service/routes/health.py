@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from s2d.service.deps import StateDep
-from s2d.service.errors import NotReadyError, ShuttingDownError, error_responses
+from s2d.service.errors import InferenceUnavailableError, NotReadyError, ShuttingDownError, error_responses
 from s2d.service.schemas import HealthResponse
+from s2d.service.triton_engine import UNAVAILABLE_RETRY_S
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +24,7 @@ async def healthz() -> HealthResponse:
     "/readyz",
     response_model=HealthResponse,
     responses=error_responses(503),
-    summary="Every model is loaded and warmed up at every batch size (no API key needed)",
+    summary="Every model is loaded, warmed up at every batch size and servable now (no API key needed)",
 )
 async def readyz(state: StateDep) -> HealthResponse:
     registry = state.registry
@@ -29,6 +32,10 @@ async def readyz(state: StateDep) -> HealthResponse:
         raise ShuttingDownError()
     if not registry.ready:
         raise NotReadyError()
+    unready = await asyncio.to_thread(registry.unready_engines)
+    if unready:  # a load balancer moves on while the inference tier is away, and comes back once it is up
+        described = "; ".join(f"model {name!r}: {reason}" for name, reason in unready.items())
+        raise InferenceUnavailableError(f"not servable now: {described}", UNAVAILABLE_RETRY_S)
     return HealthResponse(status="ready", models=list(registry.models))
 
 
