@@ -16,7 +16,7 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   (`training.export.export_onnx`) and quantised with `training.export.quantize_int8` under each int8 recipe
   ("int8-fused" first runs ONNX Runtime's transformer optimiser, `training.export.optimize_transformer`; "int8-mha"
   starts from the graph whose attentions `training.export.fusion.fuse_attention` rewrote into MultiHeadAttention,
-  itself timed as "ort-fp32-mha").
+  itself timed as "ort-fp32-mha"; "int8-mha-fused" runs the optimiser on that one).
 - Random weights give near-identical logits for every clip, so top-1 agreement would be trivially 100%. With
   `--fit-clips N` (default 8) the classifier head is replaced, before export, by a ridge-regression head fitted on the
   PyTorch fp32 clip features of N synthetic face clips (labels = their expression), on standardised features: the
@@ -66,6 +66,7 @@ INT8_RECIPES = {
     "int8-fused": {"fused": True},
     "int8-mha": {"mha": True},
     "int8-mha-per-channel": {"mha": True, "per_channel": True},
+    "int8-mha-fused": {"mha": True, "fused": True},
     "int8-static": {"method": "static"},
 }
 
@@ -294,7 +295,7 @@ def export_variants(model, folder: Path, recipes: list[str]) -> dict[str, Path]:
         options = dict(INT8_RECIPES[recipe])
         src = paths["ort-fp32-mha"] if options.pop("mha", False) else paths["ort-fp32"]
         if options.pop("fused", False):
-            src = optimize_transformer(src, folder / "model.fused.onnx", cfg.num_heads, cfg.embed_dim)
+            src = optimize_transformer(src, src.with_suffix(".fused.onnx"), cfg.num_heads, cfg.embed_dim)
         if options.get("method") == "static":
             options["calibration"] = synthetic_clips(4, cfg.num_frames, cfg.img_size, seed=2)
         path = quantize_int8(src, folder / f"model.{recipe}.onnx", **options)
