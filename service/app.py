@@ -34,11 +34,15 @@ from s2d.service.openapi import install_openapi
 from s2d.service.routes import classify, health, models, page, sources, stream
 from s2d.service.settings import Settings, load_settings
 from s2d.service.state import AppState
+from s2d.service.triton_engine import TritonStartupError
 from s2d.service.uploads import (
     UploadAborted,
 )
 
 log = logging.getLogger(__name__)
+# Start-up failures that are the configuration's, not the code's: no store or model, a broken card, a variant or
+# provider that is not there, a Triton server that does not serve the model. Logged as one line, no traceback.
+STARTUP_CONFIG_ERRORS = (KeyError, OSError, ValueError, TritonStartupError)
 
 
 def _request_id(request: Request) -> str | None:
@@ -111,7 +115,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = AppState.start(settings)  # raises: the server does not start without its models
+        try:
+            state = AppState.start(settings)  # raises: the server does not start without its models
+        except STARTUP_CONFIG_ERRORS as err:  # what the operator must fix, in one line (service.server shows it)
+            app.state.startup_error = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            log.error("cannot start: %s", app.state.startup_error)
+            raise
         app.state.s2d = state  # the one thing the app holds; routes take it by Depends (service.deps)
         warmup = asyncio.create_task(state.registry.warmup(), name="warmup")
         try:

@@ -40,6 +40,24 @@ def _draining_server(config, drain):
     return DrainingServer(config)
 
 
+def _startup_failure_in_one_line(app):
+    """The app as uvicorn runs it: when start-up fails for a reason the lifespan has logged in one line
+    (`startup_error`: the configuration's, service.app), uvicorn is not handed the traceback to log as well."""
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+
+        async def send_lifespan(message):
+            if message["type"] == "lifespan.startup.failed" and getattr(app.state, "startup_error", None):
+                message = {**message, "message": ""}
+            await send(message)
+
+        return await app(scope, receive, send_lifespan)
+
+    return asgi
+
+
 def serve(settings: Settings | None = None) -> None:
     import uvicorn
     from uvicorn.main import STARTUP_FAILURE
@@ -58,7 +76,7 @@ def serve(settings: Settings | None = None) -> None:
     logging.getLogger(__name__).info("starting on http://%s:%d with %s", settings.host, settings.port, engine)
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        _startup_failure_in_one_line(app),
         host=settings.host,
         port=settings.port,
         log_config=None,  # our JSON-lines handlers, configured above

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.server import REPO, running_server
+from bench.server import REPO, free_port, running_server
 from tests.service_helpers import (
     TEST_CLASSES,
     TEST_MODEL,
@@ -310,6 +310,28 @@ def test_asking_for_cuda_without_it_fails_at_start_up(store):
     )
     assert result.returncode != 0
     assert "CUDAExecutionProvider" in result.stderr and "not available" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "reason"),
+    [
+        ("S2D_MODEL_STORE", "{tmp}/empty", "the model store {tmp}/empty holds no model"),
+        ("S2D_MODELS", '["no-such-model"]', "no model 'no-such-model' in the store"),
+        ("S2D_VARIANT", "int4", "has no variant 'int4'"),
+    ],
+)
+def test_a_configuration_start_up_failure_is_one_line_and_exit_3(store, tmp_path, setting, value, reason):
+    (tmp_path / "empty").mkdir()
+    env = {"S2D_MODEL_STORE": str(store), "PYTHONPATH": str(REPO), "PATH": "/usr/bin", "S2D_PORT": str(free_port())}
+    env[setting] = value.format(tmp=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "s2d.service"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output  # uvicorn's start-up failure
+    errors = [json.loads(line)["message"] for line in output.splitlines() if '"level": "error"' in line]
+    assert errors[0].startswith("cannot start: ") and reason.format(tmp=tmp_path) in errors[0], errors
+    assert "Traceback" not in output, output
 
 
 def test_settings_from_a_toml_file_and_the_environment(tmp_path, monkeypatch):
