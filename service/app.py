@@ -29,7 +29,7 @@ from s2d.service.errors import (
     error_response,
 )
 from s2d.service.media import decoder_message
-from s2d.service.middleware import RequestContextMiddleware
+from s2d.service.middleware import CatchAllMiddleware, RequestContextMiddleware
 from s2d.service.openapi import install_openapi
 from s2d.service.routes import classify, health, models, page, sources, stream
 from s2d.service.settings import Settings, load_settings
@@ -78,14 +78,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The client is gone; nobody reads this. 499 is the conventional "client closed request" in logs.
         return JSONResponse({"error": {"code": "client_closed", "message": "client disconnected"}}, status_code=499)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=err)  # the trace goes to the log, never to the client
-        if _is_decoder_error(err):
-            message = f"the media could not be decoded: {decoder_message(err)}"
-            return error_response(UndecodableMediaError(message), _request_id(request))
-        internal = ServiceError("internal error; the request id finds the details in the server log")
-        return error_response(internal, _request_id(request))
+
+def _unexpected(err: Exception, request_id: str | None) -> JSONResponse:
+    """The answer to an exception no handler took (CatchAllMiddleware): 500, or 400 for a decoder's error."""
+    log.error("unhandled error", exc_info=err)  # the trace goes to the log, never to the client
+    if _is_decoder_error(err):
+        message = f"the media could not be decoded: {decoder_message(err)}"
+        return error_response(UndecodableMediaError(message), request_id)
+    internal = ServiceError("internal error; the request id finds the details in the server log")
+    return error_response(internal, request_id)
 
 
 def _allow(request: Request) -> dict[str, str]:
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(CatchAllMiddleware, respond=_unexpected)  # innermost: its answers pass CORS and the ids
     install_openapi(app, settings)
     for routes in (health, models, classify, stream, sources, page):
         app.include_router(routes.router)

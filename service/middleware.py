@@ -11,7 +11,9 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from s2d.service import metrics
@@ -90,3 +92,31 @@ class RequestContextMiddleware:
             seconds * 1000,
             extra={"route": route, "status": status, "duration_s": round(seconds, 6)},
         )
+
+
+class CatchAllMiddleware:
+    """Answers an exception no route or handler took with `respond(err, request_id)`, and does not raise it on.
+    Starlette's own catch-all (ServerErrorMiddleware) raises it on after answering, and uvicorn then closes the
+    client's keep-alive connection. Once a response has started, the exception goes on up: nothing else can be sent."""
+
+    def __init__(self, app: ASGIApp, respond: Callable[[Exception, str | None], Response]):
+        self.app = app
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as err:
+            if started:
+                raise
+            await self.respond(err, scope.get("state", {}).get("request_id"))(scope, receive, send)

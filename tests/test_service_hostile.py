@@ -176,3 +176,27 @@ def test_sigterm_finishes_or_refuses_work_in_flight_closes_streams_and_leaves_no
         print(f"SIGTERM: {drained}; the unfinishable request was refused after {refused_after:.1f} s")
         assert drained[0].startswith("shutting down: 3 request(s) in flight, 1 stream(s) closed"), drained
     assert sorted(p.name for p in upload_dir.iterdir()) == sorted([old["live"].name, old["other"].name])
+
+
+def test_an_unexpected_error_is_answered_and_not_raised_on(tmp_path, caplog):
+    """A bug in a route is a 500 body with the request id, the trace in the log only; and the exception stops there.
+    Starlette's own catch-all raises it on after answering, and uvicorn then drops the client's keep-alive
+    connection: the test client raises whatever the app raises on, so this fails if it does."""
+    from fastapi.testclient import TestClient
+
+    from s2d.service.app import create_app
+    from s2d.service.settings import Settings
+
+    app = create_app(Settings(model_store=tmp_path, cors_origins=["http://example.test"]))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug with a secret in it")
+
+    client = TestClient(app)  # no lifespan: the route needs no model
+    response = client.get("/boom", headers={"x-request-id": "boom-1", "origin": "http://example.test"})
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal"
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"] == "boom-1"
+    assert response.headers["access-control-allow-origin"] == "http://example.test"  # inside CORS, unlike Starlette's
+    assert "secret" not in response.text
+    assert "unhandled error" in caplog.text and "RuntimeError: a bug with a secret in it" in caplog.text
