@@ -2,7 +2,8 @@
 
 `await batcher.submit(frames)` puts N clips (uint8 [N, T, H, W, 3]) in a bounded queue and resolves when all N
 are classified. The worker takes up to `max_batch` clips at a time, waiting at most `max_wait_ms` after the oldest
-clip for the batch to fill, and runs the model in its own thread so the event loop keeps serving.
+clip for the batch to fill, and runs the model in a thread of its own so the event loop keeps serving: one call at a
+time for an in-process session, up to `Classifier.max_in_flight` for a remote engine (Triton).
 
 Back-pressure lives here: a submit that would overflow the queue raises `BusyError` (HTTP 429 with a Retry-After
 estimated from the measured throughput), or, with `wait_for_space=True` (an already accepted request going on),
@@ -81,7 +82,10 @@ class Batcher:
         self._arrived: asyncio.Event | None = None
         self._space: asyncio.Condition | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s2d-infer-{model.name}")
+        # Calls in flight at once: one for an in-process session (it uses every core it is given), more for a remote
+        # engine, whose server overlaps them (Classifier.max_in_flight).
+        self.concurrency = max(1, model.max_in_flight)
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"s2d-infer-{model.name}")
         self._batch_ids = itertools.count()
         # Live streams hold one of these per clip they have here (queued or running): under overload their windows
         # then wait in the stream, where a newer window of the same track replaces an older one, instead of in this
@@ -113,7 +117,7 @@ class Batcher:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def run_exclusive(self, fn, *args):
-        """Run fn(*args) in the worker's thread, between batches (warm-up uses it: one session call at a time)."""
+        """Run fn(*args) in a worker thread (warm-up uses it, before any request is let in)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # ---- queue -----------------------------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ class Batcher:
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained: batches ahead x measured seconds per batch (at least 1)."""
         batches = self.pending / self.max_batch + 1
-        return max(1.0, batches * (self._seconds_per_batch or 1.0))
+        return max(1.0, batches * (self._seconds_per_batch or 1.0) / self.concurrency)
 
     def _has_room(self, n: int) -> bool:
         pending = self.pending
@@ -205,44 +209,67 @@ class Batcher:
             self._space.notify_all()
 
     async def _worker(self) -> None:
+        """Take a batch whenever one of the `concurrency` call slots is free, and run it in its own task."""
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task] = set()
+
+        def finished(task: asyncio.Task) -> None:
+            running.discard(task)
+            slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    batch = await self._wait_for_batch()
+                except BaseException:
+                    slots.release()
+                    raise
+                await self._notify_space()
+                task = asyncio.create_task(self._run_batch(batch), name=f"batch-{self.model.name}")
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._wait_for_batch()
-            await self._notify_space()
-            started = time.monotonic()
+        started = time.monotonic()
+        for item in batch:
+            metrics.QUEUE_WAIT.labels(**self._labels).observe(started - item.enqueued)
+        try:
+            output: ModelOutput = await loop.run_in_executor(self._executor, self._run, batch)
+        except asyncio.CancelledError:
             for item in batch:
-                metrics.QUEUE_WAIT.labels(**self._labels).observe(started - item.enqueued)
-            try:
-                output: ModelOutput = await loop.run_in_executor(self._executor, self._run, batch)
-            except asyncio.CancelledError:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.cancel()
-                raise
-            except Exception as err:  # a failing model call fails its clips, never the worker
-                if isinstance(err, ServiceError):  # a typed refusal of the engine (Triton), logged where it was made
-                    log.warning("a batch of %d clips on %s failed: %s", len(batch), self.model.name, err.code)
-                else:
-                    log.exception("inference failed for a batch of %d clips on %s", len(batch), self.model.name)
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(err)
-                continue
-            compute_s = time.monotonic() - started
-            self._seconds_per_batch = (
-                compute_s if not self._seconds_per_batch else 0.8 * self._seconds_per_batch + 0.2 * compute_s
-            )
-            metrics.COMPUTE.labels(**self._labels).observe(compute_s)
-            metrics.BATCH_SIZE.labels(**self._labels).observe(len(batch))
-            metrics.CLIPS.labels(self.model.name).inc(len(batch))
-            batch_id = next(self._batch_ids)
-            for i, item in enumerate(batch):
                 if not item.future.done():
-                    item.future.set_result(
-                        _ClipOutcome(
-                            output.logits[i], output.probs[i], started - item.enqueued, batch_id, len(batch), compute_s
-                        )
+                    item.future.cancel()
+            raise
+        except Exception as err:  # a failing model call fails its clips, never the worker
+            if isinstance(err, ServiceError):  # a typed refusal of the engine (Triton), logged where it was made
+                log.warning("a batch of %d clips on %s failed: %s", len(batch), self.model.name, err.code)
+            else:
+                log.exception("inference failed for a batch of %d clips on %s", len(batch), self.model.name)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            return
+        compute_s = time.monotonic() - started
+        self._seconds_per_batch = (
+            compute_s if not self._seconds_per_batch else 0.8 * self._seconds_per_batch + 0.2 * compute_s
+        )
+        metrics.COMPUTE.labels(**self._labels).observe(compute_s)
+        metrics.BATCH_SIZE.labels(**self._labels).observe(len(batch))
+        metrics.CLIPS.labels(self.model.name).inc(len(batch))
+        batch_id = next(self._batch_ids)
+        for i, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(
+                    _ClipOutcome(
+                        output.logits[i], output.probs[i], started - item.enqueued, batch_id, len(batch), compute_s
                     )
+                )
 
     def _run(self, batch: list[_Item]) -> ModelOutput:
         if self.extra_delay:

@@ -103,6 +103,12 @@ class Classifier(ABC):
     def close(self) -> None:  # noqa: B027 - an engine with nothing to release keeps this
         """Release what the engine holds (a connection); after the batcher has stopped."""
 
+    @property
+    def max_in_flight(self) -> int:
+        """How many calls the batcher may have running at once: one for an in-process session, which uses every
+        core it is given."""
+        return 1
+
     def unready_reason(self) -> str | None:
         """Why the engine cannot serve now (for /readyz and the log), or None. An in-process session always can;
         a remote engine asks its server. May block for a short timeout: call it off the event loop."""

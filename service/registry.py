@@ -134,6 +134,7 @@ class ModelRegistry:
             version=s.triton_model_version,
             timeout_s=s.triton_timeout_s,
             ready_timeout_s=s.triton_ready_timeout_s,
+            max_in_flight=s.triton_max_in_flight,
             max_batch=s.max_batch,
         )
         if s.variant not in ("auto", classifier.variant):

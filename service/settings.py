@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     triton_ready_timeout_s: float = Field(
         60.0, ge=0, description="at start-up, how long to wait for Triton and each model to be ready (0: ask once)"
     )
+    triton_max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="inference calls one model may have on Triton at once (0: twice the instances its config "
+        "declares, so each instance has the next batch waiting while it runs one)",
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         ["CPUExecutionProvider"], description="ONNX Runtime providers in priority order (cpu, cuda, tensorrt)"
     )

@@ -96,8 +96,17 @@ def _tensor(datatype: str, shape: list[int]) -> str:
 class TritonClassifier(Classifier):
     """A model of the store as a Triton server serves it; `connect` checks it and returns one."""
 
-    def __init__(self, model: StoredModel, url: str, client: Any, version: str, config: Any, timeout_s: float):
-        """(`connect` makes one: it checks the server first.)"""
+    def __init__(
+        self,
+        model: StoredModel,
+        url: str,
+        client: Any,
+        version: str,
+        config: Any,
+        timeout_s: float,
+        max_in_flight: int = 0,
+    ):
+        """(`connect` makes one: it checks the server first.) `max_in_flight` 0: twice the config's instances."""
         super().__init__(model, config.parameters[VARIANT_PARAMETER].string_value, "triton")
         self._grpc = _tritonclient()
         self.url, self.client, self.version, self.timeout_s = url, client, version, timeout_s
@@ -106,6 +115,8 @@ class TritonClassifier(Classifier):
             {"kind": self._grpc.model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind), "count": group.count}
             for group in config.instance_group
         ]
+        # Triton gives an instance group without a count one instance per GPU, or one on CPU: at least one.
+        self._in_flight = max_in_flight or 2 * max(1, sum(max(1, group["count"]) for group in self.instances))
         self._outputs = [self._grpc.InferRequestedOutput(name) for name in OUTPUTS]
 
     @classmethod
@@ -117,6 +128,7 @@ class TritonClassifier(Classifier):
         timeout_s: float = 30.0,
         ready_timeout_s: float = 60.0,
         max_batch: int = 1,
+        max_in_flight: int = 0,
     ) -> TritonClassifier:
         """Wait for the server and the model to be ready, check the model against the card; raises
         TritonStartupError naming the URL and the model."""
@@ -131,7 +143,7 @@ class TritonClassifier(Classifier):
             except grpc.InferenceServerException as err:
                 raise TritonStartupError(f"{where}: {_reason(err)}") from None
             _check_model(model.card, metadata, config, max_batch, where)
-            return cls(model, url, client, version, config, timeout_s)
+            return cls(model, url, client, version, config, timeout_s, max_in_flight)
         except BaseException:
             client.close()
             raise
@@ -140,6 +152,10 @@ class TritonClassifier(Classifier):
     @property
     def location(self) -> str:
         return f"{self.url} (Triton model {self.name!r}, version {self.version or 'chosen by the server'})"
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._in_flight
 
     def engine(self) -> dict[str, Any]:
         return {
@@ -150,6 +166,7 @@ class TritonClassifier(Classifier):
             "max_batch_size": self.max_batch_size,
             "instances": self.instances,
             "timeout_s": self.timeout_s,
+            "max_in_flight": self.max_in_flight,
         }
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ Faults are injected deterministically, per model, for the next N ModelInfer call
 - "resource_exhausted": RESOURCE_EXHAUSTED;
 - "internal": INTERNAL;
 - "hold": the call is held until its client gives up (its deadline passes, or it is cancelled), whatever the
-  client's timeout: a timeout forced on a machine of any speed.
+  client's timeout: a timeout forced on a machine of any speed; or until the test sets `release` (then answered).
 `ready`, `live` and `model_unready` switch the health answers.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent import futures
@@ -80,6 +81,7 @@ class KServePeer(GRPCInferenceServiceServicer):
         self.model_unready: set[str] = set()
         self.calls: dict[str, int] = defaultdict(int)  # ModelInfer calls per model, failed ones too
         self.held = threading.Event()  # set when a "hold" call has arrived
+        self.release = threading.Event()  # set by a test: held calls go on and are answered
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.models: dict[str, _Model] = {}
@@ -145,7 +147,9 @@ class KServePeer(GRPCInferenceServiceServicer):
             ended = threading.Event()
             context.add_callback(ended.set)  # runs when the RPC ends: deadline passed, cancelled, or answered
             self.held.set()
-            ended.wait(HOLD_LIMIT_S)
+            limit = time.monotonic() + HOLD_LIMIT_S
+            while not (ended.is_set() or self.release.is_set()) and time.monotonic() < limit:
+                ended.wait(0.02)
             if not context.is_active():
                 return pb.ModelInferResponse()  # nobody is there to read it
         elif fault is not None:

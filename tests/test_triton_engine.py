@@ -126,7 +126,7 @@ def test_models_and_the_log_name_the_triton_engine(triton_service, peer):
     for model in body["models"]:
         assert model["engine"] == {
             "name": "triton", "url": peer.url, "model": model["name"], "version": None, "max_batch_size": 8,
-            "instances": [{"kind": "KIND_CPU", "count": 1}], "timeout_s": TIMEOUT_S,
+            "instances": [{"kind": "KIND_CPU", "count": 1}], "timeout_s": TIMEOUT_S, "max_in_flight": 2,
         }  # fmt: skip
         assert model["provider"] == "triton" and model["variant"] == "fp32"
         assert model["variant_choice"]["how"] == "triton" and model["variant_choice"]["seconds_per_clip"] == {}
@@ -197,6 +197,28 @@ def test_a_call_past_its_deadline_fails_its_own_requests_only(triton_service, pe
         assert body["error"]["details"] == {"triton_timeout_s": TIMEOUT_S}
         assert queued.result(60).status_code == 200
         assert classify(client, videos["one_s"], model=TEST_MODEL).status_code == 200
+
+
+def test_calls_of_one_model_overlap_on_the_server(store, peer, videos):
+    """Two calls of one model in flight at once (max_in_flight: twice the config's one instance): while the peer
+    holds one, the next request's batch reaches the server and is answered. With one call at a time it would wait
+    behind the held one, which only the test releases (the deadline is far off), and this would time out."""
+    settings = {"engine": "triton", "triton_url": peer.url, "triton_timeout_s": 120}
+    with running_server(store, max_batch=4, max_wait_ms=20, **settings) as server:
+        peer.held.clear()
+        peer.release.clear()
+        peer.inject(TEST_MODEL, "hold")
+        with server.client() as client, ThreadPoolExecutor(2) as pool:
+            try:
+                held = pool.submit(classify, client, videos["one_s"], model=TEST_MODEL)
+                assert peer.held.wait(60), "the held call never reached the peer"
+                second = pool.submit(classify, client, videos["one_s"], model=TEST_MODEL).result(60)
+                assert second.status_code == 200, second.text
+                assert not held.done()  # the first call is still held on the server
+            finally:
+                peer.release.set()
+            assert held.result(60).status_code == 200
+            assert client.get("/v1/models").json()["models"][0]["engine"]["max_in_flight"] == 2
 
 
 def test_a_live_stream_drops_the_refused_window_and_goes_on(triton_service, peer):
