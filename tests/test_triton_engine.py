@@ -10,7 +10,9 @@ a fault on one leaves the other's work in flight untouched.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.server import Server, free_port, running_server
+from bench.server import REPO, free_port, running_server
 from s2d.card import load_card
 from s2d.store import ModelStore
 from s2d.triton import write_triton_repository
@@ -239,13 +241,12 @@ def test_a_live_stream_drops_the_refused_window_and_goes_on(triton_service, peer
 
 def test_an_unreachable_triton_stops_the_service_at_start_up(store):
     url = f"127.0.0.1:{free_port()}"  # nothing listens there
-    server = Server(store, engine="triton", triton_url=url, triton_ready_timeout_s=0, models=[TEST_MODEL])
-    try:
-        assert server.process.wait(120) == 3  # uvicorn's start-up failure
-        logs = server.logs()
-    finally:
-        server.stop()
-        server.log.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "s2d", "serve", "--store", str(store), "--port", str(free_port()),
+               "--engine", "triton", "--triton-url", url]  # fmt: skip
+    env = {**os.environ, "S2D_TRITON_READY_TIMEOUT_S": "0", "S2D_MODELS": f'["{TEST_MODEL}"]'}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    logs = result.stdout + result.stderr
+    assert result.returncode == 3, logs  # uvicorn's start-up failure
     assert f"cannot start: Triton at {url}, model '{TEST_MODEL}'" in logs, logs
     assert "the server cannot be reached" in logs and "Application startup failed" in logs
     assert "Traceback" not in logs, logs  # the operator's problem in one line

@@ -14,9 +14,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from s2d.service.server import serve
     from s2d.service.settings import load_settings
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("model_store", args.store)) if v}
-    if args.providers:
-        overrides["providers"] = args.providers
+    flags = (("host", args.host), ("port", args.port), ("model_store", args.store), ("providers", args.providers),
+             ("engine", args.engine), ("triton_url", args.triton_url))  # fmt: skip
+    overrides = {k: v for k, v in flags if v}
     try:
         serve(load_settings(args.settings, **overrides))
     except ProviderUnavailableError as err:
@@ -127,6 +127,10 @@ def add_commands(commands) -> None:
     serve.add_argument("--port", type=int, help="default 8000 (S2D_PORT)")
     serve.add_argument("--store", help="model store folder (S2D_MODEL_STORE)")
     serve.add_argument("--providers", help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt")
+    serve.add_argument(
+        "--engine", choices=("onnxruntime", "triton"), help="where the models run; default onnxruntime (S2D_ENGINE)"
+    )
+    serve.add_argument("--triton-url", help="Triton's gRPC host:port, with --engine triton (S2D_TRITON_URL)")
     serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="classify the people in a video, here or on a server (JSON + PNG)")
