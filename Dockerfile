@@ -59,13 +59,14 @@ RUN if [ -n "$S2D_WEIGHTS" ]; then \
     fi
 
 # ---- cpu-build: the cpu image's virtual environment (from docker/wheels/cpu/ alone when it holds wheels) ----------
+# [triton] too: the same image serves with its own ONNX Runtime or in front of a Triton server (S2D_ENGINE).
 FROM ${PYTHON_IMAGE} AS cpu-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # Dependencies before the source: this layer is rebuilt only when pyproject.toml (or the wheels) change. The wheels
 # stay in this stage; only the environment they make is copied into the image.
 COPY pyproject.toml docker/requirements.py docker/wheels/cp[u] /tmp/build/
 RUN python3 -m venv /opt/s2d \
- && python3 /tmp/build/requirements.py --build-system --wheels=/tmp/build cpu > /tmp/build/requirements.txt \
+ && python3 /tmp/build/requirements.py --build-system --wheels=/tmp/build cpu triton > /tmp/build/requirements.txt \
  && /opt/s2d/bin/pip install -r /tmp/build/requirements.txt
 
 # ---- cpu: the service on CPU (ONNX Runtime's CPU wheel) ------------------------------------------------------------
@@ -103,7 +104,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/s2d
 COPY pyproject.toml docker/requirements.py docker/wheels/gp[u] /tmp/build/
-RUN /opt/s2d/bin/python /tmp/build/requirements.py --build-system --wheels=/tmp/build gpu > /tmp/build/requirements.txt \
+RUN /opt/s2d/bin/python /tmp/build/requirements.py --build-system --wheels=/tmp/build gpu triton > /tmp/build/requirements.txt \
  && /opt/s2d/bin/pip install -r /tmp/build/requirements.txt
 
 # ---- gpu: the service on an NVIDIA GPU (CUDA execution provider, CPU as the named fallback) -------------------------

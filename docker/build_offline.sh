@@ -26,6 +26,7 @@ SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON=${PYTHON:-python3}
 CONTEXT_WHEELS=$ROOT/docker/wheels/cpu  # where the Dockerfile's cpu-build stage looks for them
+IMAGE_EXTRAS="cpu triton"  # what the Dockerfile's cpu-build stage installs
 PATH=$PATH:/usr/sbin:/sbin  # debootstrap's place, not on every user's PATH
 # python3-venv: the images make their environment with `python3 -m venv` (ensurepip comes with it).
 PACKAGES=python3,python3-venv
@@ -104,7 +105,7 @@ wheels() {
     'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
   read -r version glibc arch <<<"$target"
   # What the folder was made for: the image's Python and the requirements. Anything else is made again.
-  wanted=$(printf '%s\n' "$target"; "$PYTHON" "$ROOT/docker/requirements.py" --build-system cpu)
+  wanted=$(printf '%s\n' "$target"; "$PYTHON" "$ROOT/docker/requirements.py" --build-system $IMAGE_EXTRAS)
   if [ "${S2D_REBUILD:-0}" != 1 ] && [ "$(cat "$WHEELS/.complete" 2>/dev/null)" = "$wanted" ]; then
     log "wheels in $WHEELS are there"
     return
@@ -117,7 +118,7 @@ wheels() {
   local requirements
   requirements=$(mktemp "${TMPDIR:-/tmp}/s2d-requirements.XXXXXX")
   CLEANUP+=("$requirements")
-  "$PYTHON" "$ROOT/docker/requirements.py" --build-system cpu >"$requirements"
+  "$PYTHON" "$ROOT/docker/requirements.py" --build-system $IMAGE_EXTRAS >"$requirements"
   "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --only-binary=:all: \
     --python-version "$version" --implementation cp --abi "cp${version/./}" "${tags[@]}" -r "$requirements"
   printf '%s\n' "$wanted" >"$WHEELS/.complete"

@@ -249,7 +249,7 @@ def test_runtime_images_do_not_install_torch(dockerfile):
     assert "train" in _extras_installed(stages, "weights")  # the builder converts checkpoints with torch ...
     for name, onnxruntime in (("cpu", "onnxruntime"), ("gpu", "onnxruntime-gpu")):
         extras = _extras_installed(stages, name)
-        assert extras == [name], f"{name} installs extras {extras}"
+        assert extras == [name, "triton"], f"{name} installs extras {extras}"
         names = {Requirement(r).name.lower() for r in requirements(REPO / "pyproject.toml", extras)}
         assert not names & TORCH, f"{name}: {names & TORCH}"
         assert onnxruntime in names and ({"onnxruntime", "onnxruntime-gpu"} - {onnxruntime}).isdisjoint(names)

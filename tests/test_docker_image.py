@@ -212,6 +212,46 @@ def test_the_container_exports_its_metrics(container):
     assert sum(errors.values()) >= 1
 
 
+def test_the_image_serves_in_front_of_a_triton_engine(docker, image, store, tmp_path):
+    """The image's [triton] extra: the container, on the host's network, sends its batches to a KServe v2 peer on
+    the host (tests/kserve_server.py, not Triton) serving the repository `s2d models triton` writes."""
+    pytest.importorskip("tritonclient.grpc", reason="the [triton] extra is not installed on the host")
+    from bench.server import free_port
+    from s2d.triton import write_triton_repository
+    from tests.kserve_server import serving
+
+    repository = tmp_path / "triton"
+    write_triton_repository(store, repository)
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0, fps=8, seed=1)
+    name, port = f"s2d-test-triton-{uuid.uuid4().hex[:8]}", free_port()
+    with serving(repository) as peer:
+        started = _run(
+            docker, "run", "--detach", "--name", name, "--network", "host",
+            "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--volume", f"{store}:/models:ro", "--env", f"S2D_PORT={port}", "--env", "S2D_HOST=127.0.0.1",
+            "--env", "S2D_MAX_BATCH=2", "--env", "S2D_PIPELINE_THREADS=1",
+            image, "serve", "--engine", "triton", "--triton-url", peer.url,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        try:
+            url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+            while True:
+                state = _run(docker, "inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+                assert state == "running", f"container {state}:\n{_run(docker, 'logs', name).stderr[-3000:]}"
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, f"not ready:\n{_run(docker, 'logs', name).stderr[-3000:]}"
+                time.sleep(0.2)
+            files = {"file": ("c.mp4", clip.read_bytes())}
+            response = httpx.post(f"{url}/v1/classify", params={"mode": "aligned"}, files=files, timeout=120)
+        finally:
+            _run(docker, "rm", "--force", name)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["provider"] == "triton" and len(response.json()["persons"][0]["windows"]) == 3
+    assert peer.calls[TEST_MODEL] >= 1  # the batches went to the peer
+
+
 @pytest.mark.skipif((REPO / "weights.lock.json").exists(), reason="this checkout has a weights lock")
 def test_baking_weights_in_without_a_lock_is_refused(image):
     """A build naming releases with no weights.lock.json in the context stops before installing anything."""
