@@ -131,6 +131,19 @@ def store(tmp_path_factory) -> Path:
     return root
 
 
+def _wait_until_ready(docker: str, name: str, url: str, timeout_s: float = 300) -> None:
+    """Until the container's /readyz answers 200; fails with its log if it stops or takes longer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = _run(docker, "inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        assert state == "running", f"container {state}:\n{_run(docker, 'logs', name).stderr[-3000:]}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"not ready:\n{_run(docker, 'logs', name).stderr[-3000:]}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def container(docker, image, store):
     """The image, run as Kubernetes runs it; its name and URL once /readyz answers 200."""
@@ -148,15 +161,7 @@ def container(docker, image, store):
     try:
         port = _run(docker, "port", name, "8000/tcp").stdout.split()[0].rsplit(":", 1)[1]
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            state = _run(docker, "inspect", "--format", "{{.State.Status}}", name).stdout.strip()
-            assert state == "running", f"container {state}:\n{_run(docker, 'logs', name).stderr[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"not ready:\n{_run(docker, 'logs', name).stderr[-3000:]}"
-            time.sleep(0.2)
+        _wait_until_ready(docker, name, url)
         yield name, url
     finally:
         _run(docker, "rm", "--force", name)
@@ -234,15 +239,8 @@ def test_the_image_serves_in_front_of_a_triton_engine(docker, image, store, tmp_
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
         try:
-            url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-            while True:
-                state = _run(docker, "inspect", "--format", "{{.State.Status}}", name).stdout.strip()
-                assert state == "running", f"container {state}:\n{_run(docker, 'logs', name).stderr[-3000:]}"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"not ready:\n{_run(docker, 'logs', name).stderr[-3000:]}"
-                time.sleep(0.2)
+            url = f"http://127.0.0.1:{port}"
+            _wait_until_ready(docker, name, url)
             files = {"file": ("c.mp4", clip.read_bytes())}
             response = httpx.post(f"{url}/v1/classify", params={"mode": "aligned"}, files=files, timeout=120)
         finally:
