@@ -274,4 +274,7 @@ class Batcher:
     def _run(self, batch: list[_Item]) -> ModelOutput:
         if self.extra_delay:
             time.sleep(self.extra_delay)
-        return self.model.run(np.stack([item.frames for item in batch]))
+        # No clip wanted after the latest of their deadlines; a clip without one (an upload) keeps the engine's.
+        deadlines = [item.deadline for item in batch]
+        deadline = None if None in deadlines else max(deadlines)
+        return self.model.run(np.stack([item.frames for item in batch]), deadline)

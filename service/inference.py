@@ -97,8 +97,9 @@ class Classifier(ABC):
         """What /v1/models shows of the engine: its `name` and how it is reached."""
 
     @abstractmethod
-    def _infer(self, frames: np.ndarray) -> ModelOutput:
-        """frames: C-contiguous uint8 [B, T, H, W, 3], checked against the card."""
+    def _infer(self, frames: np.ndarray, seconds_left: float | None) -> ModelOutput:
+        """frames: C-contiguous uint8 [B, T, H, W, 3], checked against the card. `seconds_left`: how long the
+        answer is still wanted (None: no deadline); an engine that can abandon a call (a remote one) stops then."""
 
     def close(self) -> None:  # noqa: B027 - an engine with nothing to release keeps this
         """Release what the engine holds (a connection); after the batcher has stopped."""
@@ -114,13 +115,15 @@ class Classifier(ABC):
         a remote engine asks its server. May block for a short timeout: call it off the event loop."""
         return None
 
-    def run(self, frames: np.ndarray) -> ModelOutput:
-        """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]."""
+    def run(self, frames: np.ndarray, deadline: float | None = None) -> ModelOutput:
+        """frames: uint8 [B, T, H, W, 3] -> logits, probs [B, C]. `deadline` (time.monotonic()): after it no clip
+        of the batch is wanted."""
         if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
             raise ValueError(
                 f"expected uint8 [B, {', '.join(map(str, self.frame_shape))}], got {frames.dtype} {frames.shape}"
             )
-        return self._infer(np.ascontiguousarray(frames))
+        seconds_left = None if deadline is None else deadline - time.monotonic()
+        return self._infer(np.ascontiguousarray(frames), seconds_left)
 
     def warmup(self, max_batch: int) -> float:
         """Run every batch size 1..max_batch once (engines allocate and tune per shape); returns seconds taken."""
@@ -184,7 +187,7 @@ class OnnxClassifier(Classifier):
     def engine(self) -> dict[str, Any]:
         return {"name": "onnxruntime", "provider": self.provider, "device_id": self.device_id}
 
-    def _infer(self, frames: np.ndarray) -> ModelOutput:
+    def _infer(self, frames: np.ndarray, seconds_left: float | None) -> ModelOutput:  # runs to the end, always
         if self._io_binding:
             # IO binding: one host->device copy of the input, outputs copied back only for the two we read.
             binding = self.session.io_binding()

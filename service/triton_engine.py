@@ -185,7 +185,11 @@ class TritonClassifier(Classifier):
             return "the inference server cannot be reached"
         return None
 
-    def _infer(self, frames: np.ndarray) -> ModelOutput:
+    def _infer(self, frames: np.ndarray, seconds_left: float | None) -> ModelOutput:
+        # The call's deadline: the engine's, or sooner when every clip of the batch has one (live windows).
+        timeout_s = self.timeout_s if seconds_left is None else min(self.timeout_s, seconds_left)
+        if timeout_s <= 0:
+            raise DeadlineError("the clips' deadline passed before the call", details={"triton_timeout_s": 0.0})
         batch = self._grpc.InferInput(self.card.input.name, list(frames.shape), "UINT8")
         batch.set_data_from_numpy(frames)
         try:
@@ -194,12 +198,12 @@ class TritonClassifier(Classifier):
                 [batch],
                 model_version=self.version,
                 outputs=self._outputs,
-                client_timeout=self.timeout_s,
+                client_timeout=timeout_s,
                 # Triton drops the request from its queue once the client has given up on it (allow_timeout_override).
-                timeout=int(self.timeout_s * 1_000_000),
+                timeout=max(1, int(timeout_s * 1_000_000)),
             )
         except self._grpc.InferenceServerException as err:
-            typed = self.typed_error(err)
+            typed = self.typed_error(err, timeout_s)
             log.warning("Triton at %s, model %s, batch of %d: %s -> %s", self.url, self.name, len(frames),
                         _reason(err), typed.code)  # fmt: skip
             raise typed from err
@@ -211,13 +215,14 @@ class TritonClassifier(Classifier):
             raise InferenceFailedError(f"the inference server's answer for model {self.name!r} is not the card's")
         return ModelOutput(logits.astype(np.float32, copy=False), probs.astype(np.float32, copy=False))
 
-    def typed_error(self, err: Any) -> ServiceError:
-        """The service's error for a failed ModelInfer (an InferenceServerException)."""
+    def typed_error(self, err: Any, timeout_s: float | None = None) -> ServiceError:
+        """The service's error for a failed ModelInfer (an InferenceServerException) made with `timeout_s`."""
         status, message = err.status() or "", err.message() or ""
         if status == "StatusCode.DEADLINE_EXCEEDED" or QUEUE_TIMEOUT in message:
+            timeout_s = self.timeout_s if timeout_s is None else timeout_s
             return DeadlineError(
-                f"the inference server did not answer within {self.timeout_s:g} s",
-                details={"triton_timeout_s": self.timeout_s},
+                f"the inference server did not answer within {timeout_s:g} s",
+                details={"triton_timeout_s": round(timeout_s, 3)},
             )
         if status == "StatusCode.RESOURCE_EXHAUSTED" or QUEUE_FULL in message:
             return BusyError(f"the inference server's queue for model {self.name!r} is full", BUSY_RETRY_S)

@@ -82,6 +82,7 @@ class KServePeer(GRPCInferenceServiceServicer):
         self.calls: dict[str, int] = defaultdict(int)  # ModelInfer calls per model, failed ones too
         self.held = threading.Event()  # set when a "hold" call has arrived
         self.release = threading.Event()  # set by a test: held calls go on and are answered
+        self.abandoned: dict[str, int] = defaultdict(int)  # held calls per model whose client gave up on them
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.models: dict[str, _Model] = {}
@@ -151,6 +152,8 @@ class KServePeer(GRPCInferenceServiceServicer):
             while not (ended.is_set() or self.release.is_set()) and time.monotonic() < limit:
                 ended.wait(0.02)
             if not context.is_active():
+                with self._lock:
+                    self.abandoned[request.model_name] += 1
                 return pb.ModelInferResponse()  # nobody is there to read it
         elif fault is not None:
             context.abort(*FAULTS[fault])

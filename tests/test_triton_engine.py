@@ -239,6 +239,35 @@ def test_a_live_stream_drops_the_refused_window_and_goes_on(triton_service, peer
     assert stream.of("result"), end  # the windows after it were classified
 
 
+def test_a_live_window_is_given_up_on_the_server_at_its_deadline(store, peer):
+    """A live window's deadline (S2D_STREAM_WINDOW_DEADLINE_S) bounds its Triton call, far inside the engine's own
+    timeout: the held call is abandoned by the service (the peer sees its client give up), the window is dropped
+    as `deadline`, and the stream goes on. Without it the call would be held until the test releases it."""
+    settings = {"engine": "triton", "triton_url": peer.url, "triton_timeout_s": 120, "stream_window_deadline_s": 2.0}
+    with running_server(store, max_batch=4, max_wait_ms=20, **settings) as server:
+        peer.held.clear()
+        peer.release.clear()
+        abandoned = peer.abandoned[TEST_MODEL]
+        peer.inject(TEST_MODEL, "hold")
+        stream = StreamClient(server.url, None, model=TEST_MODEL, mode="aligned", fps=10, tracks_fps=0)
+        try:
+            stream.start()
+            for seq, frame in enumerate(aligned_frames(12)):
+                stream.send_frame(frame, 5000 + seq * 100, seq)
+                time.sleep(0.1)
+            assert peer.held.wait(60), "no window reached the peer"
+            given_up = time.monotonic() + 60  # far past the window's deadline, far before the engine's timeout
+            while peer.abandoned[TEST_MODEL] == abandoned:  # the service gives up on the held call at the deadline
+                assert time.monotonic() < given_up, "the held call was not given up at the window's deadline"
+                time.sleep(0.05)
+            end = stream.finish()
+        finally:
+            peer.release.set()
+            stream.close()
+    assert peer.abandoned[TEST_MODEL] == abandoned + 1
+    assert end["windows"]["dropped"]["deadline"] >= 1, end
+
+
 def test_an_unreachable_triton_stops_the_service_at_start_up(store):
     url = f"127.0.0.1:{free_port()}"  # nothing listens there
     command = [sys.executable, "-m", "s2d", "serve", "--store", str(store), "--port", str(free_port()),
