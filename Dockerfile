@@ -59,14 +59,16 @@ RUN if [ -n "$S2D_WEIGHTS" ]; then \
     fi
 
 # ---- cpu-build: the cpu image's virtual environment (from docker/wheels/cpu/ alone when it holds wheels) ----------
-# [triton] too: the same image serves with its own ONNX Runtime or in front of a Triton server (S2D_ENGINE).
+# [triton] too: the same image serves with its own ONNX Runtime or in front of a Triton server (S2D_ENGINE). Every
+# package at its version in docker/constraints-cpu.txt (resolved for the default base image's Python).
 FROM ${PYTHON_IMAGE} AS cpu-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # Dependencies before the source: this layer is rebuilt only when pyproject.toml (or the wheels) change. The wheels
 # stay in this stage; only the environment they make is copied into the image.
-COPY pyproject.toml docker/requirements.py docker/wheels/cp[u] /tmp/build/
+COPY pyproject.toml docker/requirements.py docker/constraints-cpu.txt docker/wheels/cp[u] /tmp/build/
 RUN python3 -m venv /opt/s2d \
- && python3 /tmp/build/requirements.py --build-system --wheels=/tmp/build cpu triton > /tmp/build/requirements.txt \
+ && python3 /tmp/build/requirements.py --build-system --wheels=/tmp/build --constraints=/tmp/build/constraints-cpu.txt \
+      cpu triton > /tmp/build/requirements.txt \
  && /opt/s2d/bin/pip install -r /tmp/build/requirements.txt
 
 # ---- cpu: the service on CPU (ONNX Runtime's CPU wheel) ------------------------------------------------------------

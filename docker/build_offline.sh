@@ -6,6 +6,8 @@
 #   docker/build_offline.sh wheels   the wheels of the cpu image, for the base image's Python (needs pip's index)
 #   docker/build_offline.sh image    the cpu target on that base, from those wheels (no network at all) [ARGS...]
 #   docker/build_offline.sh [all]    the three in order [ARGS...]
+#   docker/build_offline.sh constraints   pins the newest versions pyproject.toml allows, for the base image's
+#                                    Python, in docker/constraints-cpu.txt (needs pip's index; commit the file)
 #
 # ARGS go to `docker build` (e.g. --build-arg S2D_WEIGHTS=...). Settings, from the environment:
 #   S2D_BASE_IMAGE   the base image's tag                          local/s2d-debian:bookworm
@@ -27,6 +29,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON=${PYTHON:-python3}
 CONTEXT_WHEELS=$ROOT/docker/wheels/cpu  # where the Dockerfile's cpu-build stage looks for them
 IMAGE_EXTRAS="cpu triton"  # what the Dockerfile's cpu-build stage installs
+CONSTRAINTS=$ROOT/docker/constraints-cpu.txt  # the versions it installs (the Dockerfile reads the same file)
 PATH=$PATH:/usr/sbin:/sbin  # debootstrap's place, not on every user's PATH
 # python3-venv: the images make their environment with `python3 -m venv` (ensurepip comes with it).
 PACKAGES=python3,python3-venv
@@ -97,31 +100,63 @@ rootfs_tar() {
   fi
 }
 
-wheels() {
+# The image's own Python and C library decide which wheels fit, not the host's: sets TARGET ("3.11 2.36 x86_64")
+# and PIP_TARGET (pip's options for wheels of that Python and platform).
+image_python() {
   docker image inspect "$BASE" >/dev/null 2>&1 || { log "no image $BASE: run '$0 base' first"; exit 2; }
-  # The image's own Python and C library decide which wheels fit, not the host's.
-  local target version glibc arch wanted
-  target=$(docker run --rm --network none "$BASE" python3 -c \
+  local version glibc arch
+  TARGET=$(docker run --rm --network none "$BASE" python3 -c \
     'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
-  read -r version glibc arch <<<"$target"
-  # What the folder was made for: the image's Python and the requirements. Anything else is made again.
-  wanted=$(printf '%s\n' "$target"; "$PYTHON" "$ROOT/docker/requirements.py" --build-system $IMAGE_EXTRAS)
+  read -r version glibc arch <<<"$TARGET"
+  PIP_TARGET=(--only-binary=:all: --python-version "$version" --implementation cp --abi "cp${version/./}"
+    --platform "manylinux1_$arch" --platform "manylinux2010_$arch" --platform "manylinux2014_$arch")
+  for minor in $(seq 5 "${glibc#2.}"); do PIP_TARGET+=(--platform "manylinux_2_${minor}_$arch"); done
+}
+
+# The image's requirements into a new temporary file, named in REQUIREMENTS; arguments go to requirements.py.
+requirements_file() {
+  REQUIREMENTS=$(mktemp "${TMPDIR:-/tmp}/s2d-requirements.XXXXXX")
+  CLEANUP+=("$REQUIREMENTS")
+  "$PYTHON" "$ROOT/docker/requirements.py" --build-system "$@" $IMAGE_EXTRAS >"$REQUIREMENTS"
+}
+
+wheels() {
+  image_python
+  local wanted
+  requirements_file --constraints="$CONSTRAINTS"
+  # What the folder was made for: the image's Python, the requirements and their pins. Anything else is made again.
+  wanted=$(printf '%s\n' "$TARGET"; cat "$REQUIREMENTS" "$CONSTRAINTS")
   if [ "${S2D_REBUILD:-0}" != 1 ] && [ "$(cat "$WHEELS/.complete" 2>/dev/null)" = "$wanted" ]; then
     log "wheels in $WHEELS are there"
     return
   fi
-  local tags=(--platform "manylinux1_$arch" --platform "manylinux2010_$arch" --platform "manylinux2014_$arch")
-  for minor in $(seq 5 "${glibc#2.}"); do tags+=(--platform "manylinux_2_${minor}_$arch"); done
-  log "wheels for CPython $version, glibc $glibc, $arch -> $WHEELS"
+  log "wheels for CPython $TARGET -> $WHEELS"
   rm -rf "$WHEELS"
   mkdir -p "$WHEELS"
-  local requirements
-  requirements=$(mktemp "${TMPDIR:-/tmp}/s2d-requirements.XXXXXX")
-  CLEANUP+=("$requirements")
-  "$PYTHON" "$ROOT/docker/requirements.py" --build-system $IMAGE_EXTRAS >"$requirements"
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --only-binary=:all: \
-    --python-version "$version" --implementation cp --abi "cp${version/./}" "${tags[@]}" -r "$requirements"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" "${PIP_TARGET[@]}" -r "$REQUIREMENTS"
   printf '%s\n' "$wanted" >"$WHEELS/.complete"
+}
+
+constraints() {
+  image_python
+  local report
+  requirements_file
+  report=$(mktemp "${TMPDIR:-/tmp}/s2d-resolve.XXXXXX")
+  CLEANUP+=("$report" "$report.target")
+  # Resolved, not downloaded: pip reads the packages' metadata for the image's Python and platform.
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --dry-run --ignore-installed --report "$report" \
+    --target "$report.target" "${PIP_TARGET[@]}" -r "$REQUIREMENTS"
+  "$PYTHON" - "$report" "$TARGET" "$IMAGE_EXTRAS" >"$CONSTRAINTS" <<'PY'
+import json, sys
+report, target, extras = sys.argv[1:]
+pins = sorted((p["metadata"]["name"].lower().replace("_", "-"), p["metadata"]["version"])
+              for p in json.load(open(report))["install"])
+print(f"# The cpu image's packages (pyproject.toml: base + {extras.replace(' ', ' + ')} + build system), resolved for")
+print(f"# CPython {target} (the base image's Python, C library, machine) by `docker/build_offline.sh constraints`.")
+print("# The Dockerfile's cpu-build stage and the air-gapped wheels install exactly these. Refresh: run that, commit.")
+print("\n".join(f"{name}=={version}" for name, version in pins))
+PY
+  log "pinned $(grep -vc '^#' "$CONSTRAINTS") packages for CPython $TARGET in $CONSTRAINTS"
 }
 
 image() {
@@ -145,5 +180,6 @@ case "$step" in
   wheels) wheels ;;
   image) image "$@" ;;
   all) base && wheels && image "$@" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  constraints) constraints ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

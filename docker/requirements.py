@@ -8,6 +8,8 @@ rebuilt only when pyproject.toml changes. Usage:
 --build-system adds the [build-system] requirements (setuptools), so the image can install the project in place
 with --no-build-isolation, needing no index. --wheels=DIR: when DIR holds wheels (docker/build_offline.sh puts them
 there), the list starts with `--no-index` and `--find-links DIR`, so pip installs from those wheels only.
+--constraints=FILE adds `-c FILE`: every package at the version pinned there (docker/constraints-cpu.txt, which
+`docker/build_offline.sh constraints` writes), so a build today and one next month install the same versions.
 """
 
 import argparse
@@ -48,6 +50,10 @@ if __name__ == "__main__":
     parser.add_argument("extras", nargs="*", help="extras of pyproject.toml (cpu, gpu, train, ...)")
     parser.add_argument("--build-system", action="store_true", help="add the [build-system] requirements")
     parser.add_argument("--wheels", type=Path, metavar="DIR", help="install only from the wheels in DIR, if any")
+    parser.add_argument("--constraints", type=Path, metavar="FILE", help="pin every package to FILE's versions")
     args = parser.parse_args()
-    lines = index_options(args.wheels) + requirements(find_pyproject(), args.extras, args.build_system)
+    if args.constraints is not None and not args.constraints.is_file():
+        raise SystemExit(f"no constraints file {args.constraints}")
+    pins = [f"-c {args.constraints}"] if args.constraints is not None else []
+    lines = index_options(args.wheels) + pins + requirements(find_pyproject(), args.extras, args.build_system)
     print("\n".join(lines))

@@ -463,3 +463,34 @@ def test_compose_structure_matches_the_monitoring_files():
             if source == "./docker/grafana/dashboards":
                 provider = yaml.safe_load((REPO / "docker/grafana/provisioning/dashboards/s2d.yml").read_text())
                 assert provider["providers"][0]["options"]["path"] == target
+
+
+def test_the_cpu_image_installs_pinned_versions(dockerfile, tmp_path):
+    """docker/constraints-cpu.txt pins every requirement of what the cpu image installs (base + cpu + triton +
+    build system) at a version the requirement allows; the cpu-build stage and requirements.py use it."""
+    from packaging.version import Version
+
+    sys.path.insert(0, str(REPO / "docker"))
+    try:
+        from requirements import requirements
+    finally:
+        sys.path.pop(0)
+    constraints = REPO / "docker" / "constraints-cpu.txt"
+    lines = [line for line in constraints.read_text().splitlines() if line and not line.startswith("#")]
+    pins = {Requirement(line).name.lower().replace("_", "-"): Requirement(line) for line in lines}
+    assert all(len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "==" for pin in pins.values())
+    for line in requirements(REPO / "pyproject.toml", ["cpu", "triton"], build_system=True):
+        wanted = Requirement(line)
+        pin = pins.get(wanted.name.lower().replace("_", "-"))
+        assert pin is not None, f"{wanted.name} is not pinned in {constraints.name}"
+        assert wanted.specifier.contains(Version(next(iter(pin.specifier)).version)), f"{pin} against {wanted}"
+    _, stages = dockerfile
+    (copy,) = [c for c in stages["cpu-build"].all("COPY") if "requirements.py" in c.args]
+    assert "docker/constraints-cpu.txt" in copy.args.split()
+    (run,) = [r for r in stages["cpu-build"].all("RUN") if "requirements.py" in r.args]
+    assert "--constraints=/tmp/build/constraints-cpu.txt" in run.args.split()
+    script = [sys.executable, str(REPO / "docker" / "requirements.py"), "cpu"]
+    listed = subprocess.run([*script, f"--constraints={constraints}"], capture_output=True, text=True, check=True)
+    assert listed.stdout.splitlines()[0] == f"-c {constraints}"
+    missing = subprocess.run([*script, f"--constraints={tmp_path / 'none.txt'}"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no constraints file" in missing.stderr
