@@ -70,10 +70,10 @@ class GatedClassifier:
     def __getattr__(self, name):
         return getattr(self.classifier, name)
 
-    def run(self, frames):
+    def run(self, frames, deadline=None):
         self.entered.set()
         self.gate.wait(30)
-        return self.classifier.run(frames)
+        return self.classifier.run(frames, deadline)
 
 
 def test_full_queue_refuses_and_cancelled_clips_are_dropped(classifier):
