@@ -13,6 +13,7 @@ there), the list starts with `--no-index` and `--find-links DIR`, so pip install
 """
 
 import argparse
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,5 +56,10 @@ if __name__ == "__main__":
     if args.constraints is not None and not args.constraints.is_file():
         raise SystemExit(f"no constraints file {args.constraints}")
     pins = [f"-c {args.constraints}"] if args.constraints is not None else []
-    lines = index_options(args.wheels) + pins + requirements(find_pyproject(), args.extras, args.build_system)
+    index = index_options(args.wheels)
+    if index:  # said in the build log: wheels left in the build context make every later build offline, silently
+        count = len(list(args.wheels.glob("*.whl")))
+        print(f"requirements.py: pip installs from the {count} wheels in {args.wheels} alone, no index (docker/wheels/ "
+              "in the build context; remove it to install from the index)", file=sys.stderr)  # fmt: skip
+    lines = index + pins + requirements(find_pyproject(), args.extras, args.build_system)
     print("\n".join(lines))
