@@ -342,7 +342,7 @@ def op_profile(path: Path, clip: np.ndarray, threads: int) -> tuple[list[tuple[s
 def print_profile(name: str, profile: tuple[list[tuple[str, float]], list[tuple]]) -> None:
     per_op, by_shape = profile
     total = sum(t for _, t in per_op)
-    print(f"{name}: kernel time per operator over one clip ({total:.2f} s in all)")
+    print(f"{name}: kernel time per operator over one clip ({1000 * total:.1f} ms in all)")
     for op, seconds in per_op[:12]:
         print(f"  {op:28s} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
     for shapes, seconds, calls, gflops in by_shape[:8]:

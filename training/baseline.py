@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 BASELINE_NAME = "fer-baseline"
 # The exported graph's revision for the same weights, on the card (`training.graph_revision`): a store whose
 # baseline has an older one is rebuilt by `s2d baseline build --if-needed` (make run). 2: grey in OpenCV's fixed
-# point as Mul/Add, Adds for Keras Add, max pooling without a Pad (BENCHMARKS.md: 10x faster in ONNX Runtime).
+# point as Mul/Add, Adds for Keras Add, max pooling without a Pad (BENCHMARKS.md: 7x faster in ONNX Runtime).
 GRAPH_REVISION = 2
 
 
