@@ -13,15 +13,12 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, write_report
+from s2d.harness.measure import machine, write_report
 from s2d.training.data.augment import RandAugment, VideoTransform
 
 

@@ -46,9 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, time_call, write_report
+from s2d.harness.measure import machine, time_call, write_report
 from s2d.machine import isa_summary
 
 # Issue 19: int8 units (VNNI, AMX) allow more than AVX2's; the target is set by the CPU the run is on.

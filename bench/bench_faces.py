@@ -16,11 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, spread, time_call, write_report
-from bench.scenes import astronaut_face, backdrop, paste
-from bench.video import write_video
+from s2d.harness.measure import machine, spread, time_call, write_report
+from s2d.harness.scenes import astronaut_face, backdrop, paste
+from s2d.harness.video import write_video
 from s2d.service.faces import FacePipeline, create_detector
 from s2d.service.media import iter_frames
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, matmul_peak, mfu, spread, time_call, write_report
+from s2d.harness.measure import machine, matmul_peak, mfu, spread, time_call, write_report
 from s2d.models import clip_flops, create_model
 
 

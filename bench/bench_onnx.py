@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, time_call, write_report
+from s2d.harness.measure import machine, time_call, write_report
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 

@@ -21,19 +21,15 @@ which a person is visible (at least half the face in the frame, not behind a bar
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, write_report
-from bench.scenes import astronaut_face, backdrop, lfw_patches, paste, reference_photos
+from s2d.harness.measure import machine, write_report
+from s2d.harness.scenes import astronaut_face, backdrop, lfw_patches, paste, reference_photos
 from s2d.service.faces import Detection, Tracker, TrackerConfig, create_detector
 from s2d.service.faces.boxes import iou_matrix
 

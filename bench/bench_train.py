@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, write_report
+from s2d.harness.measure import machine, write_report
 from s2d.training.config import load_config
 from s2d.training.data.synthetic import make_synthetic_dfew
 from s2d.training.distributed import DistInfo

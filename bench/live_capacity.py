@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import machine, write_report
-from bench.load_streams import clip_frames, one_round, round_line, stream_hello
+from s2d.harness.measure import machine, write_report
+from s2d.harness.streams import clip_frames, one_round, round_line, stream_hello
 
 
 def expected_windows(seconds: float, window_s: float, hop_s: float) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import threading
 import time
@@ -21,13 +20,11 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import write_report
-from bench.load_streams import clip_frames
-from bench.loadtest import standard_clip
-from deploy.scale.launch import running_stack
 from s2d.client import AsyncClient, S2DError
+from s2d.harness.measure import write_report
+from s2d.harness.scenes import standard_clip
+from s2d.harness.stack import running_stack
+from s2d.harness.streams import clip_frames
 from s2d.store import default_store_dir
 
 API_KEY = "load-scale-key"

@@ -21,45 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench.common import PeakMemory, resident_bytes
-from bench.video import write_video
+from s2d.harness.measure import PeakMemory, resident_bytes
+from s2d.harness.scenes import standard_clip
 from s2d.machine import cpu_name
-
-
-def standard_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (360, 640)) -> Path:
-    """A `seconds` long single-face clip, `size` (h, w), h264 in mp4."""
-    h, w = size
-    face = _face_image(200)
-
-    def frame(i: int) -> np.ndarray:
-        image = np.full((h, w, 3), (70, 90, 110), np.uint8)
-        x = 200 + int(30 * np.sin(i / 8))
-        image[80 : 80 + face.shape[0], x : x + face.shape[1]] = face
-        return image
-
-    return write_video(path, (frame(i) for i in range(round(seconds * fps))), fps)
-
-
-def _face_image(height: int) -> np.ndarray:
-    try:
-        from skimage import data, transform
-
-        crop = data.astronaut()[20:220, 150:330]  # the astronaut's face, a public-domain photo
-        return (transform.resize(crop, (height, int(height * 0.9))) * 255).astype(np.uint8)
-    except ImportError:
-        import cv2
-
-        img = np.full((height, int(height * 0.8), 3), (70, 90, 110), np.uint8)
-        cx, cy = img.shape[1] // 2, height // 2
-        cv2.ellipse(img, (cx, cy), (int(height * 0.33), int(height * 0.45)), 0, 0, 360, (225, 190, 160), -1)
-        for dx in (-0.13, 0.13):
-            cv2.circle(img, (int(cx + dx * height), int(cy - 0.08 * height)), height // 25, (40, 30, 30), -1)
-        cv2.ellipse(img, (cx, int(cy + 0.2 * height)), (height // 8, height // 30), 0, 0, 360, (120, 30, 40), -1)
-        return img
 
 
 def run_level(url: str, video: bytes, concurrency: int, requests: int, headers: dict, params: dict) -> dict:

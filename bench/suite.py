@@ -32,10 +32,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from s2d.harness.measure import OUT_ENV, command, machine
 
-from bench.common import OUT_ENV, command, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BASE_STORE = REPO / "artifacts" / "bench" / "cache" / "s2d_base_store"  # random-weight s2d_base, exported once
 BASE_MODEL = "s2d_base-random"
@@ -74,7 +73,8 @@ def run_script(
     ctx: Context, result: StepResult, args: list[str], timeout: float = 600, report: Path | None = None
 ) -> dict:
     """Run `python args...` in the repository, echo its output, and return its JSON report: the file it names on a
-    `report: PATH` line (scripts using `bench.common.write_report`), or `report` (scripts with an --out option)."""
+    `report: PATH` line (scripts using `s2d.harness.measure.write_report`), or `report` (scripts with an --out
+    option)."""
     cmd = [ctx.python, *args]
     result.commands.append(" ".join(cmd))
     env = {**os.environ, OUT_ENV: str(ctx.runs), "PYTHONUNBUFFERED": "1"}
@@ -96,7 +96,7 @@ def run_script(
 @contextlib.contextmanager
 def server(ctx: Context, store: Path | None = None, model: str | None = None, **settings) -> Iterator[tuple[str, str]]:
     """A real service process on a free loopback port serving one model (torch blocked in it); yields (url, model)."""
-    from bench.server import running_server
+    from s2d.harness.server import running_server
     from s2d.store import ModelStore
 
     store = ModelStore(store or ctx.store)

@@ -1,8 +1,8 @@
 """Helpers for the service tests: a tiny exported model in a model store and real video files.
 
-The model is built with torch (tests may use it). The server the tests start (`bench.server.running_server`, shared
-with the benchmarks) runs in a subprocess where `import torch` is made to fail, so every request served proves the
-serving path never imports torch.
+The model is built with torch (tests may use it). The server the tests start (`s2d.harness.server.running_server`,
+shared with the benchmarks) runs in a subprocess where `import torch` is made to fail, so every request served proves
+the serving path never imports torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bench.video import write_video
+from s2d.harness.video import write_video
 
 TEST_CLASSES = ["happy", "sad", "neutral", "angry"]
 TEST_MODEL = "tiny_test"

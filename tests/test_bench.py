@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from bench.common import matmul_peak, mfu
 from bench.suite import target_cpu_speed, target_face_share, target_gpu_mfu
 from s2d.cli import main as cli_main
+from s2d.harness.measure import matmul_peak, mfu
 
 
 def test_matmul_peak_measures_a_gemm() -> None:

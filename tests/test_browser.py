@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server import REPO, running_server
+from s2d.harness.server import REPO, running_server
 from tests.faces_helpers import write_video
 from tests.service_helpers import TEST_CLASSES, build_store
 from tests.stream_helpers import face_frames, write_y4m

@@ -1,4 +1,4 @@
-"""The Python client (s2d.client) against real server processes on loopback (bench.server, the tiny test model,
+"""The Python client (s2d.client) against real server processes on loopback (s2d.harness.server, the tiny test model,
 torch blocked): typed REST results and raised errors, a stream's drop counts and close codes (1008 for the API key
 and a bad hello, 1013 past `stream_max_streams`, 1001 on SIGTERM), and the commands built on it (`s2d predict
 --server`, `s2d watch --server`).
@@ -20,7 +20,6 @@ from pathlib import Path
 import av
 import pytest
 
-from bench.server import free_port, running_server
 from s2d.cli import main
 from s2d.client import (
     AsyncClient,
@@ -36,6 +35,7 @@ from s2d.client import (
     UnauthorizedError,
     UnavailableError,
 )
+from s2d.harness.server import free_port, running_server
 from s2d.service.schemas import ClassifyResponse
 from tests.service_helpers import TEST_CLASSES, TEST_MODEL, build_store, make_video
 from tests.stream_helpers import aligned_frames, expect_shutdown_close

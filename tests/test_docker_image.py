@@ -221,7 +221,7 @@ def test_the_image_serves_in_front_of_a_triton_engine(docker, image, store, tmp_
     """The image's [triton] extra: the container, on the host's network, sends its batches to a KServe v2 peer on
     the host (tests/kserve_server.py, not Triton) serving the repository `s2d models triton` writes."""
     pytest.importorskip("tritonclient.grpc", reason="the [triton] extra is not installed on the host")
-    from bench.server import free_port
+    from s2d.harness.server import free_port
     from s2d.triton import write_triton_repository
     from tests.kserve_server import serving
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.server import REPO, running_server
+from s2d.harness.server import REPO, running_server
 from s2d.models.frame_baseline import FER2013_CLASSES, opencv_grey
 from s2d.models.keras_h5 import KerasModelError, KerasNet, _MaxPool, _pad_same, _same_padding
 from s2d.training import baseline

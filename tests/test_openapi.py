@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import running_server
+from s2d.harness.server import running_server
 from tests.service_helpers import build_store
 
 API_KEY = "openapi-key-1"

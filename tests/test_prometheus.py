@@ -29,7 +29,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.server import REPO, free_port, running_server, stop_process, wait_until_ready
+from s2d.harness.server import REPO, free_port, running_server, stop_process, wait_until_ready
 from s2d.service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 

@@ -30,8 +30,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.server import Server
-from deploy.scale.launch import (
+from s2d.harness.server import Server
+from s2d.harness.stack import (
     COMPOSE_CONF,
     NGINX_HINT,
     TEMPLATE,

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.server import REPO, free_port, running_server
+from s2d.harness.server import REPO, free_port, running_server
 from tests.service_helpers import (
     TEST_CLASSES,
     TEST_MODEL,

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from bench.server import REPO
+from s2d.harness.server import REPO
 from tests.service_helpers import TEST_CLASSES, build_store, make_video
 from tests.test_service import _two_faces_video
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.server import running_server
+from s2d.harness.server import running_server
 from s2d.store import ModelStore
 from tests.test_service import classify
 

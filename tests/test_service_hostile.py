@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import running_server
+from s2d.harness.server import running_server
 from tests.service_helpers import build_store, make_video
 from tests.stream_helpers import StreamClient
 from tests.test_service import assert_error, classify, metric_value

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import running_server
+from s2d.harness.server import running_server
 from tests.service_helpers import TEST_MODEL, build_store, make_video
 from tests.test_service import assert_error, classify, metric_value
 

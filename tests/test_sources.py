@@ -1,6 +1,6 @@
 """Server-side sources against real servers on loopback: a real RTSP server (GStreamer's, tests/rtsp_server.py, under
 Debian's python3) and a plain HTTP server (http.server in a thread) serving an HLS playlist and mp4 files; the service
-in a subprocess (bench.server, the tiny test model, torch blocked) pulls them with PyAV.
+in a subprocess (s2d.harness.server, the tiny test model, torch blocked) pulls them with PyAV.
 
 Covered: results from an RTSP camera (REST, WebSocket events), the camera stopped (reconnecting) and started again
 (live again), a clean DELETE; an HLS VOD playlist played to its end (Server-Sent Events); refusals (scheme, allow-list,
@@ -25,8 +25,8 @@ from pathlib import Path
 import av
 import pytest
 
-from bench.server import REPO, free_port, running_server
 from s2d.client import Client, NotFoundError, RequestError
+from s2d.harness.server import REPO, free_port, running_server
 from s2d.service.schemas import SourceInfo
 from tests.faces_helpers import write_video
 from tests.service_helpers import TEST_CLASSES, build_store, make_video

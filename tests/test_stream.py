@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.server import running_server
 from s2d.client import StreamUnauthorized
+from s2d.harness.server import running_server
 from s2d.service.errors import ProtocolError
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 from s2d.service.streams import Outbox, decode_image, pack_frame

@@ -141,7 +141,7 @@ def test_s2d_models_triton_writes_the_repository(store, tmp_path):
     import subprocess
     import sys
 
-    from bench.server import REPO
+    from s2d.harness.server import REPO
 
     result = subprocess.run(
         [sys.executable, "-m", "s2d", "models", "triton", str(tmp_path / "repo"), "--store", str(store)],

@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.server import REPO, free_port, running_server
 from s2d.card import load_card
+from s2d.harness.server import REPO, free_port, running_server
 from s2d.store import ModelStore
 from s2d.triton import write_triton_repository
 from tests.service_helpers import TEST_CLASSES, TEST_MODEL, build_store, make_video

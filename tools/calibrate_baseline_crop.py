@@ -10,17 +10,15 @@ The medians of the mapped centre and side are what `models.frame_baseline.FrameB
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from s2d.harness.scenes import reference_photos
+from s2d.service.faces import create_detector
+from s2d.service.faces.align import similarity_transforms
 
-from bench.scenes import reference_photos  # noqa: E402
-from s2d.service.faces import create_detector  # noqa: E402
-from s2d.service.faces.align import similarity_transforms  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Full-size parity check: our S2D (models/) against the official code, same random weights, fp32, eval mode.
 
-Run from the repository root in the scratch environment of tests/fixtures/golden/README.md:
+Run from the repository root in the scratch environment of tests/fixtures/golden/README.md, with this checkout
+installed there (`pip install --no-deps -e .`, for `s2d.models`) and the official code on the import path:
 
-    /tmp/official_env/bin/python tools/official_parity.py --official /tmp/s2d_official [--batch 1] [--frames 16]
+    PYTHONPATH=/tmp/s2d_official /tmp/official_env/bin/python tools/official_parity.py --official /tmp/s2d_official
 
 Builds the official `s2d_base_patch16_224(num_classes=7)` and MobileFaceNet, overwrites all their weights with
 random values (see official_ref.randomize_), runs both networks on a random normalised clip, loads the same weights
@@ -18,14 +19,10 @@ import re
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # official_ref helpers
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository root: our `models` package
 from official_ref import build_mobilefacenet, import_official, landmark_features, randomize_
+from torch import nn
 
 # Modules compared by name (identical in both networks because the state-dict names are).
 COMPARED = re.compile(
@@ -113,7 +110,7 @@ def main() -> int:
     state, mfn_state = official.state_dict(), mfn.state_dict()
     del official
 
-    from s2d.models import create_model  # our implementation, from the repository root
+    from s2d.models import create_model  # our implementation (this checkout, installed in the scratch environment)
 
     overrides = {} if args.frames == 16 else {"num_frames": args.frames}
     model = create_model("s2d_base", num_classes=7, **overrides)

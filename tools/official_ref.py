@@ -27,8 +27,9 @@ def import_official(official_dir: str | Path) -> tuple[ModuleType, ModuleType]:
     needs the real torchvision, and backbone.py, whose `Landmark` loads a checkpoint we do not have.
     """
     official_dir = Path(official_dir).resolve()
-    if str(official_dir) not in sys.path:
-        sys.path.insert(0, str(official_dir))
+    if official_dir not in {Path(p).resolve() for p in sys.path if p}:
+        # Its modules import each other by top-level names, so the folder must be on the import path as a whole.
+        raise SystemExit(f"the official code must be importable: run with PYTHONPATH={official_dir}")
     import model_finetuning
 
     path = official_dir / "landmark" / "mobilefacenet.py"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import runpy
 import sys
 from pathlib import Path
 
 
 def cmd_bench(argv: list[str]) -> int:
     """The benchmark suite (bench/suite.py, in a source checkout): every argument after `s2d bench` is its own."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "bench" / "suite.py").exists():
+    suite = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
+    if not suite.exists():
         print("error: `s2d bench` runs from a source checkout (bench/ is not installed)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(root))
-    from bench.suite import main as suite_main
-
-    return suite_main(argv)
+    # The suite is a script of the checkout, not a module of the package: run its file, then call its main.
+    return runpy.run_path(str(suite), run_name="s2d_bench_suite")["main"](argv)

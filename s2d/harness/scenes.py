@@ -1,14 +1,20 @@
 """Real-face scenes for benchmarks and tests: photographs that registry packages ship (scikit-image's astronaut and
-LFW faces, matplotlib's Grace Hopper), pasted on backdrops and moved. bench/video.py encodes them."""
+LFW faces, matplotlib's Grace Hopper), pasted on backdrops and moved; s2d.harness.video encodes them. `standard_clip`
+is the load scripts' one-face clip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
-from skimage import data
+
+from s2d.harness.video import write_video
 
 
 def astronaut_face() -> np.ndarray:
+    from skimage import data
+
     """The astronaut's head and shoulders (Eileen Collins, public domain): uint8 RGB [180, 150, 3], face ~85x110."""
     return np.ascontiguousarray(data.astronaut()[30:210, 150:300])
 
@@ -16,6 +22,8 @@ def astronaut_face() -> np.ndarray:
 def lfw_patches() -> tuple[np.ndarray, np.ndarray]:
     """LFW subset in scikit-image: 100 real faces and 100 non-face patches, each grey 25x25, as RGB 180x180 images
     (the patch upscaled to 100 px inside a grey border, since the patches are tight crops)."""
+    from skimage import data
+
     patches = data.lfw_subset()
 
     def show(p: np.ndarray) -> np.ndarray:
@@ -32,6 +40,7 @@ def reference_photos() -> dict[str, np.ndarray]:
     public domain), matplotlib's Grace Hopper (public domain) and the 100 LFW faces of `lfw_patches`. The frame
     baseline's crop is calibrated and checked on these (tests/fixtures/fer_baseline)."""
     from matplotlib import cbook
+    from skimage import data
 
     hopper = cv2.cvtColor(
         cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))), cv2.COLOR_BGR2RGB
@@ -73,3 +82,33 @@ def moving_faces(n: int, crossing: bool = False) -> list[np.ndarray]:
         frame = paste(backdrop(seed=1), a, int(20 + 420 * f), 30, 150)
         frames.append(paste(frame, b, int(440 - 420 * f), 180, 150) if crossing else frame)
     return frames
+
+
+def standard_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (360, 640)) -> Path:
+    """A `seconds` long single-face clip, `size` (h, w), h264 in mp4."""
+    h, w = size
+    face = _face_image(200)
+
+    def frame(i: int) -> np.ndarray:
+        image = np.full((h, w, 3), (70, 90, 110), np.uint8)
+        x = 200 + int(30 * np.sin(i / 8))
+        image[80 : 80 + face.shape[0], x : x + face.shape[1]] = face
+        return image
+
+    return write_video(path, (frame(i) for i in range(round(seconds * fps))), fps)
+
+
+def _face_image(height: int) -> np.ndarray:
+    try:
+        from skimage import data, transform
+
+        crop = data.astronaut()[20:220, 150:330]  # the astronaut's face, a public-domain photo
+        return (transform.resize(crop, (height, int(height * 0.9))) * 255).astype(np.uint8)
+    except ImportError:
+        img = np.full((height, int(height * 0.8), 3), (70, 90, 110), np.uint8)
+        cx, cy = img.shape[1] // 2, height // 2
+        cv2.ellipse(img, (cx, cy), (int(height * 0.33), int(height * 0.45)), 0, 0, 360, (225, 190, 160), -1)
+        for dx in (-0.13, 0.13):
+            cv2.circle(img, (int(cx + dx * height), int(cy - 0.08 * height)), height // 25, (40, 30, 30), -1)
+        cv2.ellipse(img, (cx, int(cy + 0.2 * height)), (height // 8, height // 30), 0, 0, 360, (120, 30, 40), -1)
+        return img

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the source checkout (an editable install: `make setup`)
 
 # sys.modules[name] = None makes `import name` raise ImportError.
 _BOOT = "import sys; sys.modules['torch'] = None; from s2d.service.server import serve; serve()"
