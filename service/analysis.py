@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -162,42 +161,23 @@ def _frames(source: Path, filename: str | None, limits: Limits, stats: Stats, fp
 def aligned_windows(
     frames: Iterator, num_frames: int, size: int, window_s: float, hop_s: float, stats: Stats
 ) -> Iterator[Window]:
-    """Every frame is already the aligned face crop of one person (track 0): resize to size x size, no detection."""
-    import cv2
+    """Every frame is already the aligned face crop of one person (service.faces.AlignedWindows): no detection."""
+    from s2d.service.faces import AlignedWindows
 
-    from s2d.service.faces import WindowBuilder
-
-    builder = WindowBuilder(num_frames, window_s, hop_s)
+    source = AlignedWindows(num_frames, window_s, hop_s, size)
     for frame in frames:
-        image = frame.image
-        h, w = image.shape[:2]
-        if (h, w) != (size, size):
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
-        yield from builder.push(0, frame.t, image, np.array([0, 0, w, h], np.float32))
-    yield from builder.flush()
-
-
-_local = threading.local()  # per pipeline thread: {backend: detector}
-
-
-def _detector(backend: str | None):
-    """One detector per pipeline thread and backend (created on first use, kept for the next requests)."""
-    from s2d.service.faces import DEFAULT_BACKEND, create_detector
-
-    backend = backend or DEFAULT_BACKEND
-    cache = _local.__dict__.setdefault("detectors", {})
-    if backend not in cache:
-        cache[backend] = create_detector(backend)
-    return cache[backend]
+        yield from source.push(frame)
+    yield from source.flush()
 
 
 def face_windows(
     frames: Iterator, num_frames: int, window_s: float, hop_s: float, limits: Limits, stats: Stats
 ) -> Iterator[Window]:
     """Detect, track and align every face (service.faces.FacePipeline); windows per track."""
-    from s2d.service.faces import FacePipeline
+    from s2d.service.faces import FacePipeline, thread_detector
 
-    pipeline = FacePipeline(_detector(limits.detector), num_frames, window_s, hop_s, detect_every=limits.detect_every)
+    detector = thread_detector(limits.detector)
+    pipeline = FacePipeline(detector, num_frames, window_s, hop_s, detect_every=limits.detect_every)
     for frame in frames:
         start = time.perf_counter()
         tracks, windows = pipeline.push(frame)

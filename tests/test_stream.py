@@ -23,6 +23,7 @@ from s2d.harness.server import running_server
 from s2d.service.errors import ProtocolError
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 from s2d.service.streams import Outbox, decode_image, pack_frame
+from tests.faces_helpers import astronaut_face
 from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
 
@@ -413,7 +414,7 @@ def test_closed_streams_release_their_state(store, monkeypatch):
             time.sleep(0.02)
         assert not hub.open and hub.active == 0
         for live in streams:  # emptied when its socket closed, whether the client ended or just went away
-            assert live.tracks == {} and live.builder is None and live.pipeline is None
+            assert live.tracks == {} and live.aligned is None and live.pipeline is None
             assert len(live.frames) == 0 and len(live.outbox) == 0
             assert live.stats.frames_received == len(frames)
         refs = [weakref.ref(live) for live in streams]
@@ -424,3 +425,73 @@ def test_closed_streams_release_their_state(store, monkeypatch):
             time.sleep(0.02)
         assert hub.idle_memory.releases >= 1, "memory is given back once no stream is open"
         assert http.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The same frames over REST and over a stream give the same windows
+
+
+def test_rest_and_stream_give_the_same_windows(store, tmp_path):
+    """One video, aligned mode: POST /v1/classify on the file, and /v1/stream on the frames the server decodes from
+    it (sent as lossless PNG, at the video's timestamps). The crops are 160x160, so both paths must enlarge them the
+    same way (one resize rule: service.faces.AlignedWindows); the windows and their probabilities must match.
+
+    In-process app, so the stream cannot skip frames: every pipeline thread is held until all frames and `end` are
+    in (frames after `end` are processed in order), which the test sees on the server's own stream object."""
+    from fastapi.testclient import TestClient
+
+    from s2d.harness.video import write_video
+    from s2d.service.app import create_app
+    from s2d.service.media import iter_frames
+    from s2d.service.settings import load_settings
+
+    fps, count, hop = 25, 40, TEST_WINDOW_S / 2
+    crops = [cv2.resize(np.roll(astronaut_face(), 3 * i, axis=1), (160, 160)) for i in range(count)]
+    video = write_video(tmp_path / "aligned.mp4", crops, fps)
+    frames = [f.image for f in iter_frames(video)]  # exactly what the server decodes from the upload
+    assert len(frames) == count
+    settings = load_settings(model_store=store, max_batch=2, warmup=False, log_format="text", pipeline_threads=1,
+                             stream_frame_buffer=64)  # fmt: skip
+    app = create_app(settings)
+    with TestClient(app) as http:
+        with video.open("rb") as upload:
+            params = {"mode": "aligned", "hop_seconds": hop}
+            rest = http.post("/v1/classify", params=params, files={"file": ("aligned.mp4", upload)})
+        assert rest.status_code == 200, rest.text
+        (person,) = rest.json()["persons"]
+
+        hold = threading.Event()
+        held = app.state.s2d.executor.submit(hold.wait, 60)  # the one pipeline thread, busy until released
+        with http.websocket_connect("/v1/stream") as ws:
+            ws.send_text(
+                json.dumps({"type": "hello", "mode": "aligned", "fps": fps, "hop_seconds": hop, "tracks_fps": 0})
+            )
+            assert json.loads(ws.receive_text())["type"] == "ready"
+            (live,) = app.state.s2d.streams.open
+            for i, image in enumerate(frames):
+                png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+                ws.send_bytes(pack_frame(png, 1000.0 + i * 1000 / fps, i))
+            ws.send_text(json.dumps({"type": "end"}))
+            deadline = time.monotonic() + 30
+            while not live.frames.ended and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert live.frames.ended
+            hold.set()
+            held.result(timeout=10)
+            events = []
+            while (event := json.loads(ws.receive_text()))["type"] != "end":
+                events.append(event)
+        assert event["frames"]["processed"] == count and event["frames"]["dropped_total"] == 0, event["frames"]
+
+    # A stream classifies the newest window of a track and drops the one still waiting (`superseded`): the burst of
+    # frames released at once cuts every window before the first is classified, so some are superseded.
+    streamed = [e for e in events if e["type"] == "result"]
+    windows = event["windows"]
+    assert windows["classified"] == len(streamed) >= 2
+    assert windows["classified"] + windows["dropped"]["superseded"] == len(person["windows"]), windows
+    by_start = {round(w["t_start"], 3): w for w in person["windows"]}
+    for result in streamed:
+        window = by_start[round(result["t_start"], 3)]
+        assert window["label"] == result["label"]
+        for name in TEST_CLASSES:  # the stream rounds probabilities to 5 digits
+            assert abs(window["probs"][name] - result["probs"][name]) <= 2e-5, (window, result)

@@ -4,7 +4,8 @@ Never imports torch. See `pipeline.FacePipeline` for the composition the service
 """
 
 from .align import CROP_SIZE, TEMPLATE_224, align_face, align_faces, similarity_transforms
-from .detectors import BACKENDS, DEFAULT_BACKEND, create_detector
+from .aligned import ALIGNED_TRACK, AlignedWindows, fit_crop
+from .detectors import BACKENDS, DEFAULT_BACKEND, create_detector, thread_detector
 from .insightface import LICENCE_WARNING, InsightFaceDetector, ModelPack, ModelPackError, find_pack
 from .mtcnn import DetectorWeightsError, MTCNNConfig, MTCNNDetector
 from .pipeline import FacePipeline
@@ -13,12 +14,14 @@ from .types import KEYPOINT_NAMES, Detection, FaceDetector
 from .windows import Window, WindowBuilder
 
 __all__ = [
+    "ALIGNED_TRACK",
     "BACKENDS",
     "CROP_SIZE",
     "DEFAULT_BACKEND",
     "KEYPOINT_NAMES",
     "LICENCE_WARNING",
     "TEMPLATE_224",
+    "AlignedWindows",
     "Detection",
     "DetectorWeightsError",
     "FaceDetector",
@@ -37,5 +40,7 @@ __all__ = [
     "align_faces",
     "create_detector",
     "find_pack",
+    "fit_crop",
     "similarity_transforms",
+    "thread_detector",
 ]

@@ -1,6 +1,9 @@
-"""`create_detector(backend, **options)`: the one place that knows the backends."""
+"""`create_detector(backend, **options)`: the one place that knows the backends; `thread_detector(backend)`: the
+detector of the calling pipeline thread."""
 
 from __future__ import annotations
+
+import threading
 
 from .types import FaceDetector
 
@@ -20,3 +23,17 @@ def create_detector(backend: str = DEFAULT_BACKEND, **options) -> FaceDetector:
 
         return InsightFaceDetector(**options)
     raise ValueError(f"unknown face detector backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+_local = threading.local()  # per pipeline thread: {backend: detector}
+
+
+def thread_detector(backend: str | None = None) -> FaceDetector:
+    """The calling thread's detector for `backend` (default: DEFAULT_BACKEND), created on its first use and kept for
+    the next videos and frames: detectors hold per-call buffers and are not thread-safe, and creating one loads its
+    networks. REST uploads and live streams share the pipeline threads, so they share these."""
+    backend = backend or DEFAULT_BACKEND
+    cache = _local.__dict__.setdefault("detectors", {})
+    if backend not in cache:
+        cache[backend] = create_detector(backend)
+    return cache[backend]

@@ -130,7 +130,7 @@ class LiveStream:
         self, hello: StreamHello, model, window_s: float, hop_s: float, config: StreamConfig, executor,
         origin: str = "stream",
     ):  # fmt: skip
-        from s2d.service.faces import FacePipeline, WindowBuilder
+        from s2d.service.faces import AlignedWindows, FacePipeline
 
         self.hello, self.model, self.config, self.executor = hello, model, config, executor
         self.origin = origin
@@ -146,15 +146,14 @@ class LiveStream:
         self._last_ts: float | None = None  # of the last frame accepted
         self._last_tracks_sent = -np.inf
         self._had_tracks = False
+        self.pipeline: FacePipeline | None = None
+        self.aligned: AlignedWindows | None = None
         if hello.mode == "faces":
             self.pipeline = FacePipeline(
                 None, card.num_frames, window_s, hop_s, detect_every=config.detect_every
             )  # detector: set per call (one per worker thread; detectors are not thread-safe)
-            self.builder = None
         else:
-            self.pipeline = None
-            self.builder = WindowBuilder(card.num_frames, window_s, hop_s)
-        self._size = card.input.height
+            self.aligned = AlignedWindows(card.num_frames, window_s, hop_s, card.input.height)
 
     # ---- events ----------------------------------------------------------------------------------------------------
     def ready_event(self) -> dict[str, Any]:
@@ -241,20 +240,17 @@ class LiveStream:
         image = frame.image if frame.image is not None else decode_image(frame.payload, self.config.max_pixels)
         t = (frame.ts - self._t0_ms) / 1000.0
         h, w = image.shape[:2]
-        if self.pipeline is not None:
-            from s2d.service.analysis import _detector  # the per-thread detector cache REST uses too
+        from s2d.service.faces import ALIGNED_TRACK, thread_detector
 
-            self.pipeline.detector = _detector(self.config.detector)
+        if self.pipeline is not None:
+            self.pipeline.detector = thread_detector(self.config.detector)
             tracks, windows = self.pipeline.push(Frame(index=frame.seq, t=t, image=image))
             return [(tr.track_id, tr.box, tr.score) for tr in tracks], windows, (w, h)
-        import cv2
-
-        crop = cv2.resize(image, (self._size, self._size), interpolation=cv2.INTER_AREA)
-        box = np.array([0, 0, w, h], np.float32)
-        return [(0, box, 1.0)], self.builder.push(0, t, crop, box), (w, h)
+        windows = self.aligned.push(Frame(index=frame.seq, t=t, image=image))
+        return [(ALIGNED_TRACK, np.array([0, 0, w, h], np.float32), 1.0)], windows, (w, h)
 
     def _flush(self) -> list:
-        return self.pipeline.flush() if self.pipeline is not None else self.builder.flush()
+        return self.pipeline.flush() if self.pipeline is not None else self.aligned.flush()
 
     async def process(self) -> None:
         """Processor task: frames from the buffer through the pipeline until `end`, then the last windows."""
@@ -385,7 +381,7 @@ class LiveStream:
         self.tracks.clear()
         self.frames.clear()
         self.outbox.clear()
-        self.pipeline = self.builder = None
+        self.pipeline = self.aligned = None
 
 
 async def drain_task(task: asyncio.Task | None) -> None:
