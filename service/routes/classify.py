@@ -16,6 +16,7 @@ from s2d.service import metrics
 from s2d.service.analysis import analyse_video
 from s2d.service.deps import StateDep
 from s2d.service.errors import BusyError, DeadlineError, error_responses
+from s2d.service.registry import LoadedModel
 from s2d.service.schemas import ClassifyOptions, ClassifyResponse
 from s2d.service.state import AppState
 from s2d.service.uploads import Upload, UploadAborted, receive_upload
@@ -81,14 +82,14 @@ async def _client_gone(request: Request) -> None:
             return
 
 
-def _check_room(state: AppState, model) -> None:
+def _check_room(state: AppState, model: LoadedModel) -> None:
     """429 busy when no request slot is free or the model's queue is full."""
     if state.requests.full or model.batcher.pending >= model.batcher.queue_size:
         metrics.REJECTED.labels("busy").inc()
         raise BusyError("the service is at capacity", retry_after=model.batcher.retry_after())
 
 
-def _check_upload_room(state: AppState, model) -> None:
+def _check_upload_room(state: AppState, model: LoadedModel) -> None:
     if state.uploads.full:
         metrics.REJECTED.labels("uploads_full").inc()
         raise BusyError(
@@ -131,7 +132,7 @@ async def _classify(request: Request, options: ClassifyOptions, state: AppState)
 
 
 async def _analyse(
-    request: Request, state: AppState, model, options: ClassifyOptions, upload: Upload
+    request: Request, state: AppState, model: LoadedModel, options: ClassifyOptions, upload: Upload
 ) -> ClassifyResponse:
     """The spooled upload through the pipeline, within `request_timeout_s`; cancelled if the client disconnects."""
     timeout_s = state.settings.request_timeout_s

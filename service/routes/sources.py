@@ -16,7 +16,7 @@ from s2d.service.errors import ServiceError, error_responses
 from s2d.service.routes.stream import refuse, send_events
 from s2d.service.schemas import SourceInfo, SourceList, SourceRequest, SourceResults
 from s2d.service.sources import Source, SourceManager
-from s2d.service.streams import CLOSE_POLICY, Outbox, drain_task, dumps
+from s2d.service.streams import CLOSE_POLICY, Outbox, drain_task, dumps, event_type
 
 router = APIRouter(prefix="/v1", tags=["sources"])
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet connection
@@ -90,7 +90,7 @@ async def _server_sent(source: Source, box: Outbox) -> AsyncIterator[str]:
                 continue
             if event is None:
                 return
-            yield f"event: {event['type']}\ndata: {dumps(event)}\n\n"
+            yield f"event: {event_type(event)}\ndata: {dumps(event)}\n\n"
     finally:  # also when the client goes away (the response is cancelled)
         source.unsubscribe(box)
 

@@ -40,7 +40,15 @@ from s2d.service.schemas import (
     TrackResults,
 )
 from s2d.service.sources.policy import AllowList, redact
-from s2d.service.streams import CLOSE_NORMAL, LiveStream, Outbox, StreamConfig, StreamHello, drain_task
+from s2d.service.streams import (
+    CLOSE_NORMAL,
+    LiveStream,
+    Outbox,
+    StreamConfig,
+    StreamHello,
+    drain_task,
+    event_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +93,11 @@ class ResultStore:
 
     def __init__(self, per_track: int, tracks: int):
         self.per_track, self.max_tracks = per_track, tracks
-        self._tracks: OrderedDict[int, deque[dict]] = OrderedDict()
+        self._tracks: OrderedDict[int, deque[StreamResult]] = OrderedDict()
         self.count = 0
 
-    def add(self, event: dict) -> None:
-        track_id = event["track_id"]
+    def add(self, event: StreamResult) -> None:
+        track_id = event.track_id
         results = self._tracks.pop(track_id, None) or deque(maxlen=self.per_track)
         results.append(event)
         self._tracks[track_id] = results  # the most recent track last
@@ -98,10 +106,7 @@ class ResultStore:
         self.count += 1
 
     def last(self, n: int | None = None) -> list[TrackResults]:
-        return [
-            TrackResults(track_id=t, results=[StreamResult.model_validate(e) for e in list(r)[-(n or len(r)) :]])
-            for t, r in sorted(self._tracks.items())
-        ]
+        return [TrackResults(track_id=t, results=list(r)[-(n or len(r)) :]) for t, r in sorted(self._tracks.items())]
 
 
 class _Mailbox:
@@ -323,8 +328,8 @@ class Source:
     async def _pump(self) -> None:
         """The live stream's events to the results store and the subscribers, until its `end`."""
         while (event := await self.live.outbox.get()) is not None:
-            kind = event["type"]
-            if kind == "result":
+            kind = event_type(event)
+            if isinstance(event, StreamResult):
                 self.results.add(event)
                 metrics.SOURCE_WINDOWS.labels(self.id).inc()
             elif kind == "end":

@@ -73,10 +73,12 @@ from s2d.service.streams.protocol import (
     MAGIC,
     SUBPROTOCOL,
     WINDOW_DROP_REASONS,
+    Event,
     FrameMessage,
     StreamHello,
     decode_image,
     dumps,
+    event_type,
     pack_frame,
     parse_frame,
 )
@@ -94,6 +96,7 @@ __all__ = [
     "MAGIC",
     "SUBPROTOCOL",
     "WINDOW_DROP_REASONS",
+    "Event",
     "FrameBuffer",
     "FrameMessage",
     "LiveStream",
@@ -105,6 +108,7 @@ __all__ = [
     "decode_image",
     "drain_task",
     "dumps",
+    "event_type",
     "pack_frame",
     "parse_frame",
 ]

@@ -6,10 +6,9 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from s2d.service import metrics
-from s2d.service.streams.protocol import CLOSE_NORMAL, FrameMessage
+from s2d.service.streams.protocol import CLOSE_NORMAL, Event, FrameMessage
 
 
 class FrameBuffer:
@@ -79,7 +78,7 @@ class Outbox:
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._items: deque[tuple[dict[str, Any], bool]] = deque()
+        self._items: deque[tuple[Event, bool]] = deque()
         self._ready = asyncio.Event()
         self.dropped = 0
         self.closing: tuple[int, str] | None = None
@@ -87,7 +86,7 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, event: dict[str, Any], droppable: bool = False) -> None:
+    def put(self, event: Event, droppable: bool = False) -> None:
         if self.closing is not None and self.closing[0] != CLOSE_NORMAL:
             return
         if len(self._items) >= self.capacity:
@@ -107,7 +106,7 @@ class Outbox:
             self.closing = (code, reason)
         self._ready.set()
 
-    async def get(self) -> dict[str, Any] | None:
+    async def get(self) -> Event | None:
         """The next event; None when a close was asked for and everything before it is sent."""
         while not self._items:
             if self.closing is not None:

@@ -7,14 +7,15 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from s2d.service import metrics
 from s2d.service.errors import BusyError, DeadlineError, ProtocolError, ServiceError
-from s2d.service.schemas import Prediction
+from s2d.service.schemas import Prediction, StreamResult
 from s2d.service.smoothing import TrackSmoother
 from s2d.service.streams.buffers import FrameBuffer, Outbox
 from s2d.service.streams.protocol import (
@@ -27,6 +28,9 @@ from s2d.service.streams.protocol import (
     decode_image,
     parse_frame,
 )
+
+if TYPE_CHECKING:
+    from s2d.service.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,8 @@ class LiveStream:
     """
 
     def __init__(
-        self, hello: StreamHello, model, window_s: float, hop_s: float, config: StreamConfig, executor,
+        self, hello: StreamHello, model: LoadedModel, window_s: float, hop_s: float, config: StreamConfig,
+        executor: Executor,
         origin: str = "stream",
     ):  # fmt: skip
         from s2d.service.faces import AlignedWindows, FacePipeline
@@ -349,21 +354,24 @@ class LiveStream:
             return
         self.stats.windows_classified += 1
         probs = result.probs[0]
-        raw = Prediction.of(self.classes, probs, digits=5).model_dump()
-        event = {"type": "result", "track_id": int(window.track_id), "t_start": round(window.t_start, 4),
-                 "t_end": round(window.t_end, 4), **raw, "smoothed": None,
-                 "box": [round(float(v), 1) for v in window.boxes[-1]], "padded": bool(window.padded),
-                 "seq": frame.seq if frame else None, "frame_ts": frame.ts if frame else None}  # fmt: skip
+        smoothed = None
         if slot.smoother is not None:
-            smoothed, label = slot.smoother.update(probs)
-            event["smoothed"] = Prediction.of(self.classes, smoothed, label=label, digits=5).model_dump()
+            smoothed_probs, label = slot.smoother.update(probs)
+            smoothed = Prediction.of(self.classes, smoothed_probs, label=label, digits=5)
         latency = {"queue": round(result.queue_s * 1000, 2), "inference": round(result.compute_s * 1000, 2)}
         if frame is not None:
             latency["server"] = round((time.monotonic() - frame.arrived) * 1000, 2)
             self.stats.latencies_ms.append(latency["server"])
             metrics.STREAM_RESULT_LATENCY.observe(latency["server"] / 1000)
-        event["latency_ms"] = latency
-        self.outbox.put(event)
+        raw = Prediction.of(self.classes, probs, digits=5)
+        self.outbox.put(
+            StreamResult(
+                **dict(raw), track_id=int(window.track_id), t_start=round(window.t_start, 4),
+                t_end=round(window.t_end, 4), smoothed=smoothed, box=[round(float(v), 1) for v in window.boxes[-1]],
+                padded=bool(window.padded), seq=frame.seq if frame else None, frame_ts=frame.ts if frame else None,
+                latency_ms=latency,
+            )
+        )  # fmt: skip
 
     def cancel(self) -> None:
         """The stream is over: free the windows it still has in the batcher queue."""

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from s2d.service.errors import MediaError, ProtocolError
-from s2d.service.schemas import StreamOptions
+from s2d.service.schemas import StreamOptions, StreamResult
 
 MAGIC = b"S2D1"
 HEADER = struct.Struct("<4sdI")  # magic, client timestamp (ms, float64), sequence number (uint32): 16 bytes
@@ -78,5 +78,15 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def dumps(event: dict[str, Any]) -> str:
+# What a stream sends: its results typed (the sources keep them as they are), the other events as plain dicts.
+Event = dict[str, Any] | StreamResult
+
+
+def event_type(event: Event) -> str:
+    return event.type if isinstance(event, StreamResult) else event["type"]
+
+
+def dumps(event: Event) -> str:
+    if isinstance(event, StreamResult):
+        return event.model_dump_json()
     return json.dumps(event, separators=(",", ":"), allow_nan=False)
