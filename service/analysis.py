@@ -9,7 +9,6 @@ batcher as soon as it exists, so decoding overlaps inference and windows of conc
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -35,25 +34,11 @@ from s2d.service.schemas import (
     WindowResult,
     WindowSpec,
 )
+from s2d.service.settings import Limits
 from s2d.service.smoothing import TrackSmoother
 
 if TYPE_CHECKING:
     from s2d.service.faces import Window
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_video_seconds: float = 600.0
-    max_pixels: int = 3840 * 2160
-    min_hop_seconds: float = 0.25
-    window_scale_range: tuple[float, float] = (0.5, 2.0)
-    detector: str | None = None
-    detect_every: int = 5
-
-    @classmethod
-    def from_settings(cls, settings) -> Limits:
-        """The limits a `service.settings.Settings` asks for (REST, streams and `s2d predict` share them)."""
-        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass
@@ -176,7 +161,7 @@ def face_windows(
     """Detect, track and align every face (service.faces.FacePipeline); windows per track."""
     from s2d.service.faces import FacePipeline, thread_detector
 
-    detector = thread_detector(limits.detector)
+    detector = thread_detector(limits.detector, limits.insightface_root)
     pipeline = FacePipeline(detector, num_frames, window_s, hop_s, detect_every=limits.detect_every)
     for frame in frames:
         start = time.perf_counter()
@@ -335,4 +320,4 @@ def _notes(stats: Stats, collected: _Collected) -> list[str]:
     return [] if collected.windows else [f"no face was found in {stats.frames} frames"]
 
 
-__all__ = ["Limits", "Window", "analyse_video", "build_persons", "resolve_window"]
+__all__ = ["Window", "analyse_video", "build_persons", "resolve_window"]

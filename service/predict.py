@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from s2d.service.analysis import Limits, analyse_video
+from s2d.service.analysis import analyse_video
 from s2d.service.registry import ModelRegistry
 from s2d.service.schemas import ClassifyOptions, ClassifyResponse
-from s2d.service.settings import Settings
+from s2d.service.settings import Limits, Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ e.g. `S2D_PROVIDERS='["CUDAExecutionProvider", "CPUExecutionProvider"]'`; a comm
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -118,6 +120,9 @@ class Settings(BaseSettings):
     # Faces
     detector: str | None = Field(None, description="face detector backend; default: the face pipeline's")
     detect_every: int = Field(5, ge=1, description="full face detection every n-th frame; tracked in between")
+    insightface_root: Path | None = Field(
+        None, description="folder of insightface model packs (detector=insightface); default: ~/.insightface/models"
+    )
 
     # Live streams (WebSocket /v1/stream; protocol and back-pressure: service/streams.py)
     stream_max_streams: int = Field(64, ge=1, description="streams open at once; beyond it: close 1013")
@@ -207,6 +212,24 @@ class Settings(BaseSettings):
         if path:
             sources.append(_file_source(settings_cls, Path(path)))
         return tuple(sources)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What clients may ask for and how faces are found: the part of the settings that REST uploads, live streams,
+    sources and `s2d predict` share. Built once from the settings (`AppState.start`, `VideoAnalyser`)."""
+
+    max_video_seconds: float = 600.0
+    max_pixels: int = 3840 * 2160
+    min_hop_seconds: float = 0.25
+    window_scale_range: tuple[float, float] = (0.5, 2.0)
+    detector: str | None = None
+    detect_every: int = 5
+    insightface_root: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:

@@ -7,14 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from s2d.service import metrics
-from s2d.service.analysis import Limits
 from s2d.service.capacity import Slots
 from s2d.service.gpu import install_gpu_metrics
 from s2d.service.registry import ModelRegistry
-from s2d.service.settings import Settings
+from s2d.service.settings import Limits, Settings
 from s2d.service.shutdown import Shutdown
 from s2d.service.sources import SourceManager
-from s2d.service.streams import StreamHub
+from s2d.service.streams import StreamConfig, StreamHub
 from s2d.service.uploads import UploadPace, remove_own_spool_files, sweep_stale_spool_files
 
 SHUTTING_DOWN = "server shutting down"  # the close reason live streams get on SIGTERM
@@ -26,6 +25,7 @@ class AppState:
     registry: ModelRegistry  # the models, their sessions and batchers
     executor: ThreadPoolExecutor  # decoding and face finding (REST uploads and live streams share it)
     limits: Limits  # what clients may ask for (windows, hops, media sizes)
+    stream_config: StreamConfig  # what every live stream and source stream is held to
     requests: Slots  # uploads being worked on (max_active_requests)
     uploads: Slots  # uploads being received (max_active_uploads)
     upload_pace: UploadPace
@@ -45,16 +45,18 @@ class AppState:
         registry.start()
         executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
         limits = Limits.from_settings(settings)
+        stream_config = StreamConfig.from_settings(settings)
         return cls(
             settings=settings,
             registry=registry,
             executor=executor,
             limits=limits,
+            stream_config=stream_config,
             requests=Slots(settings.max_active_requests, metrics.ACTIVE_REQUESTS),
             uploads=Slots(settings.max_active_uploads, metrics.ACTIVE_UPLOADS),
             upload_pace=UploadPace.from_settings(settings),
             streams=StreamHub(settings.stream_max_streams, executor),
-            sources=SourceManager(settings, registry, executor, limits),
+            sources=SourceManager(settings, registry, executor, limits, stream_config),
             shutdown=Shutdown(settings.shutdown_grace_s),
         )
 

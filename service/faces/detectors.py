@@ -4,6 +4,7 @@ detector of the calling pipeline thread."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from .types import FaceDetector
 
@@ -28,12 +29,14 @@ def create_detector(backend: str = DEFAULT_BACKEND, **options) -> FaceDetector:
 _local = threading.local()  # per pipeline thread: {backend: detector}
 
 
-def thread_detector(backend: str | None = None) -> FaceDetector:
+def thread_detector(backend: str | None = None, insightface_root: Path | None = None) -> FaceDetector:
     """The calling thread's detector for `backend` (default: DEFAULT_BACKEND), created on its first use and kept for
     the next videos and frames: detectors hold per-call buffers and are not thread-safe, and creating one loads its
-    networks. REST uploads and live streams share the pipeline threads, so they share these."""
+    networks. REST uploads and live streams share the pipeline threads, so they share these. `insightface_root`: the
+    folder of insightface model packs (the service's `insightface_root` setting)."""
     backend = backend or DEFAULT_BACKEND
     cache = _local.__dict__.setdefault("detectors", {})
     if backend not in cache:
-        cache[backend] = create_detector(backend)
+        options = {"root": insightface_root} if backend == "insightface" and insightface_root is not None else {}
+        cache[backend] = create_detector(backend, **options)
     return cache[backend]

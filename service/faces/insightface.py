@@ -5,7 +5,8 @@ LICENCE: insightface's model packs (buffalo_l, buffalo_s, antelopev2) are for NO
 this backend logs and warns that; the offline default (MTCNN) has no such restriction.
 
 Packs are never downloaded here (not inside a request, not in tests). Layouts recognised, under a root folder
-(`S2D_INSIGHTFACE_ROOT`, else `~/.insightface/models`), as insightface's own `FaceAnalysis(name=...)` unpacks them:
+(the service's `insightface_root` setting, `S2D_INSIGHTFACE_ROOT`; else `~/.insightface/models`), as insightface's
+own `FaceAnalysis(name=...)` unpacks them:
 
     buffalo_l/   det_10g.onnx  2d106det.onnx  1k3d68.onnx  genderage.onnx  w600k_r50.onnx
     buffalo_s/   det_500m.onnx 2d106det.onnx  1k3d68.onnx  genderage.onnx  w600k_mbf.onnx
@@ -57,7 +58,8 @@ class ModelPack:
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("S2D_INSIGHTFACE_ROOT", Path.home() / ".insightface" / "models")).expanduser()
+    """Where insightface itself unpacks its packs; the service passes its `insightface_root` setting instead."""
+    return Path.home() / ".insightface" / "models"
 
 
 def find_pack(name: str = "buffalo_l", root: str | os.PathLike | None = None) -> ModelPack:

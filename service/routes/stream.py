@@ -25,7 +25,6 @@ from s2d.service.streams import (
     SUBPROTOCOL,
     LiveStream,
     Outbox,
-    StreamConfig,
     StreamHello,
     drain_task,
     dumps,
@@ -100,7 +99,7 @@ async def _start(ws: WebSocket, state: AppState) -> LiveStream | None:
     except (UnknownModelError, ServiceError) as err:
         await refuse(ws, CLOSE_POLICY, err.message, err.code)
         return None
-    return LiveStream(hello, model, window_s, hop_s, StreamConfig.from_settings(settings), state.executor)
+    return LiveStream(hello, model, window_s, hop_s, state.stream_config, state.executor)
 
 
 def _raise_if_gone(message: dict) -> None:

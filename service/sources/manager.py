@@ -9,9 +9,10 @@ import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from s2d.service import metrics
-from s2d.service.analysis import Limits, resolve_window
+from s2d.service.analysis import resolve_window
 from s2d.service.errors import NotFoundError, SourcesDisabledError, TooManySourcesError
 from s2d.service.schemas import SourceRequest
+from s2d.service.settings import Limits
 from s2d.service.sources.policy import AllowList, parse_url
 from s2d.service.sources.source import Source, SourceConfig
 from s2d.service.streams import CLOSE_GOING_AWAY, StreamConfig
@@ -20,13 +21,13 @@ STOP_TIMEOUT_S = 10.0  # a stopped source's last windows are classified within t
 
 
 class SourceManager:
-    def __init__(self, settings, registry, executor: Executor, limits: Limits):
+    def __init__(self, settings, registry, executor: Executor, limits: Limits, stream_config: StreamConfig):
         self.enabled = settings.sources_enabled
         self.allow = AllowList.parse(settings.sources_allow)  # a bad entry stops the start-up, with its reason
         self.max_sources = settings.sources_max
         self.registry, self.executor, self.limits = registry, executor, limits
         self.config = SourceConfig.from_settings(settings)
-        self.stream_config = StreamConfig.from_settings(settings)
+        self.stream_config = stream_config
         self.send_queue = settings.stream_send_queue
         self.sources: dict[str, Source] = {}
         # One reader thread per connection (blocking network reads); room for the readers of deleted sources that

@@ -9,6 +9,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +49,7 @@ class StreamConfig:
     window_deadline_s: float
     idle_timeout_s: float
     detector: str | None
+    insightface_root: Path | None
     detect_every: int
     extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
 
@@ -64,6 +66,7 @@ class StreamConfig:
             window_deadline_s=settings.stream_window_deadline_s,
             idle_timeout_s=settings.stream_idle_timeout_s,
             detector=settings.detector,
+            insightface_root=settings.insightface_root,
             detect_every=settings.detect_every,
             extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
         )
@@ -248,7 +251,7 @@ class LiveStream:
         from s2d.service.faces import ALIGNED_TRACK, thread_detector
 
         if self.pipeline is not None:
-            self.pipeline.detector = thread_detector(self.config.detector)
+            self.pipeline.detector = thread_detector(self.config.detector, self.config.insightface_root)
             tracks, windows = self.pipeline.push(Frame(index=frame.seq, t=t, image=image))
             return [(tr.track_id, tr.box, tr.score) for tr in tracks], windows, (w, h)
         windows = self.aligned.push(Frame(index=frame.seq, t=t, image=image))
