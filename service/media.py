@@ -23,7 +23,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -175,14 +175,14 @@ def iter_frames(
 
 def open_url(
     url: str, *, limits: MediaLimits, options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None,
-    format: str | None = None,
+    format: str | None = None, io_open: Callable | None = None,
 ) -> av.container.InputContainer:  # fmt: skip
     """Open a network stream or a device (a camera over RTSP, an HLS playlist, `/dev/video0` with format "v4l2"):
-    FFmpeg `options`, (open, read) `timeout` in seconds; the video stream's frame size is checked before any frame is
-    decoded. Frames come from `container_frames`."""
+    FFmpeg `options`, (open, read) `timeout` in seconds, `io_open` to make every request FFmpeg makes for it (PyAV's);
+    the video stream's frame size is checked before any frame is decoded. Frames come from `container_frames`."""
     try:
         container = av.open(url, mode="r", format=format, options=options or {}, timeout=timeout,
-                            metadata_errors="ignore")  # fmt: skip
+                            metadata_errors="ignore", io_open=io_open)  # fmt: skip
     except (av.FFmpegError, ValueError, OSError) as e:
         raise UndecodableMediaError(f"cannot open the stream: {decoder_message(e)}", reason="container") from e
     try:

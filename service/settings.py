@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
+    # Who may do what (issue 30): the resolver that server-side sources' host names go to (service/sources/policy.py).
+    sources_dns_server: str | None = Field(
+        None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$",
+        description="DNS server (address:port) that resolves source host names; default: the system's resolver",
+    )  # fmt: skip
     cors_origins: Annotated[list[str], NoDecode] = Field([], description="origins allowed by CORS; empty = CORS off")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -13,7 +13,7 @@ from s2d.service.analysis import resolve_window
 from s2d.service.errors import NotFoundError, SourcesDisabledError, TooManySourcesError
 from s2d.service.schemas import SourceRequest
 from s2d.service.settings import Limits
-from s2d.service.sources.policy import AllowList, parse_url
+from s2d.service.sources.policy import AllowList, Resolver, parse_url
 from s2d.service.sources.source import Source, SourceConfig
 from s2d.service.streams import CLOSE_GOING_AWAY, StreamConfig
 
@@ -23,7 +23,8 @@ STOP_TIMEOUT_S = 10.0  # a stopped source's last windows are classified within t
 class SourceManager:
     def __init__(self, settings, registry, executor: Executor, limits: Limits, stream_config: StreamConfig):
         self.enabled = settings.sources_enabled
-        self.allow = AllowList.parse(settings.sources_allow)  # a bad entry stops the start-up, with its reason
+        # A bad entry stops the start-up, with its reason.
+        self.allow = AllowList.parse(settings.sources_allow, Resolver(settings.sources_dns_server))
         self.max_sources = settings.sources_max
         self.registry, self.executor, self.limits = registry, executor, limits
         self.config = SourceConfig.from_settings(settings)
@@ -54,14 +55,14 @@ class SourceManager:
         parse_url(request.url)
         model = self.registry.get(request.model)
         window_s, hop_s = resolve_window(model.stored.card.window_seconds, request.options, self.limits)
-        await self.allow.check(request.url)
+        pinned = await self.allow.check(request.url)  # the first connection goes to this address
         if self.active >= self.max_sources:  # (after the await: no other create can slip in between)
             raise TooManySourcesError(f"{self.active} sources are running, the most allowed; stop one first",
                                       details={"max_sources": self.max_sources})  # fmt: skip
         self._forget_finished()
         source_id = uuid.uuid4().hex[:12]
         source = Source(source_id, request, model, window_s, hop_s, self.config, self.stream_config, self.executor,
-                        self.readers, self.allow, self._state_changed)  # fmt: skip
+                        self.readers, self.allow, self._state_changed, pinned)  # fmt: skip
         self.sources[source_id] = source
         source.start()
         return source

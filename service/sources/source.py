@@ -39,7 +39,8 @@ from s2d.service.schemas import (
     StreamResult,
     TrackResults,
 )
-from s2d.service.sources.policy import AllowList, redact
+from s2d.service.sources.fetch import CheckedHttp
+from s2d.service.sources.policy import AllowList, Pinned, parse_url, redact
 from s2d.service.streams import (
     CLOSE_NORMAL,
     LiveStream,
@@ -53,8 +54,11 @@ from s2d.service.streams import (
 log = logging.getLogger(__name__)
 
 # FFmpeg protocols a source may use: never `file` (an HLS playlist could name local files as its segments), `data`,
-# `concat` or `subfile`. Probing reads half a second, not FFmpeg's default of several, before the first frame.
+# `concat` or `subfile` (a source's http(s) requests are ours anyway: service.sources.fetch). The demuxers an HTTP
+# source may use: video containers and HLS with its segments' formats; none that opens other URLs by itself (concat,
+# dash, image2...). Probing reads half a second, not FFmpeg's default of several, before the first frame.
 _PROTOCOLS = {"rtsp": "rtsp,rtp,srtp,udp,tcp,tls", "http": "http,https,tcp,tls,crypto,httpproxy"}
+_HTTP_FORMATS = "hls,mpegts,mov,matroska,flv,mjpeg,mpjpeg,h264,hevc,aac,mp3,ac3,eac3,webvtt"
 _PROBE = {"analyzeduration": "500000", "probesize": "500000"}
 
 
@@ -85,7 +89,7 @@ def ffmpeg_options(url: str, options: SourceOptions) -> dict[str, str]:
     """FFmpeg options for a source URL (also `s2d watch`): the protocols it may use, a short probe; RTSP transport."""
     if url.lower().startswith("rtsp"):
         return {"protocol_whitelist": _PROTOCOLS["rtsp"], "rtsp_transport": options.rtsp_transport, **_PROBE}
-    return {"protocol_whitelist": _PROTOCOLS["http"], **_PROBE}
+    return {"protocol_whitelist": _PROTOCOLS["http"], "format_whitelist": _HTTP_FORMATS, **_PROBE}
 
 
 class ResultStore:
@@ -145,8 +149,10 @@ class Source:
     def __init__(
         self, source_id: str, request: SourceRequest, model, window_s: float, hop_s: float, config: SourceConfig,
         stream_config: StreamConfig, executor: Executor, readers: Executor, allow: AllowList, on_state,
+        pinned: Pinned | None = None,
     ):  # fmt: skip
         self.id, self.request, self.config, self.allow = source_id, request, config, allow
+        self._pinned = pinned  # the host as checked when the source was created: its first connection's
         self.readers, self._on_state = readers, on_state
         options = request.options
         analysis = options.model_dump(include=set(StreamOptions.model_fields))
@@ -233,9 +239,11 @@ class Source:
         frame), "failed" (a retry cannot help) or "stopped"; with the error."""
         connection = _Connection()
         try:
-            await self.allow.check(self.request.url)  # again at every attempt: names can move
+            # Resolved and checked once per connection (the creation's lookup serves the first): names can move,
+            # and the connection goes to the address checked, never to a second lookup.
+            pinned, self._pinned = self._pinned or await self.allow.check(self.request.url), None
             loop = asyncio.get_running_loop()
-            reading = loop.run_in_executor(self.readers, self._read, loop, connection)
+            reading = loop.run_in_executor(self.readers, self._read, loop, connection, pinned)
             stopping = asyncio.ensure_future(self._stopping.wait())
             try:
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -261,16 +269,37 @@ class Source:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
-    def _read(self, loop: asyncio.AbstractEventLoop, connection: _Connection) -> None:
-        """In a reader thread: open, take frames at the stream's rate until the media ends, an error, or stop."""
+    def _read(self, loop: asyncio.AbstractEventLoop, connection: _Connection, pinned: Pinned) -> None:
+        """In a reader thread: open, take frames at the stream's rate until the media ends, an error, or stop.
+        RTSP: FFmpeg connects to the checked address itself; http(s): every request FFmpeg makes is ours."""
+        url, timeout = self.request.url, (self.config.open_timeout_s, self.config.read_timeout_s)
+        options = ffmpeg_options(url, self.request.options)
+        if url.lower().startswith("rtsp"):
+            self._read_container(loop, connection, open_url(pinned.url(parse_url(url)), limits=self.media_limits,
+                                                            options=options, timeout=timeout), None)  # fmt: skip
+            return
+        http = CheckedHttp(self.allow, timeout, [pinned])
+        try:
+            container = open_url(url, limits=self.media_limits, options=options, timeout=timeout, io_open=http.io_open)
+            self._read_container(loop, connection, container, http)
+        except Exception:
+            if (refused := http.refused()) is not None:  # the reason, not FFmpeg's word for what followed
+                raise refused from None
+            raise
+        finally:
+            http.close()
+        if (refused := http.refused()) is not None:  # a playlist's segment FFmpeg skipped: the reason, not an end
+            raise refused
+
+    def _read_container(self, loop, connection: _Connection, container, http: CheckedHttp | None) -> None:
         mailbox = _Mailbox(loop, self._deliver, self._replaced)
-        options = ffmpeg_options(self.request.url, self.request.options)
-        timeout = (self.config.open_timeout_s, self.config.read_timeout_s)
-        with open_url(self.request.url, limits=self.media_limits, options=options, timeout=timeout) as container:
+        with container:
             wall0 = offset_ms = None
             for frame in container_frames(container, limits=self.media_limits, max_fps=self.live.fps):
                 if self._stop.is_set():
                     return
+                if http is not None and (refused := http.refused()) is not None:
+                    raise refused
                 if wall0 is None:  # this connection's first frame: stream time goes on from the last one
                     wall0, offset_ms = time.monotonic() - frame.t, self._offset_ms()
                     loop.call_soon_threadsafe(self._live)
