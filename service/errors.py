@@ -178,6 +178,10 @@ class InferenceUnavailableError(RetryLaterError):
     try again after `retry_after` seconds; this process is up and its other work goes on."""
 
     status, code = 503, "inference_unavailable"
+    RETRY_AFTER_S = 5  # the server is down or restarting: as long as a restart takes at the least
+
+    def __init__(self, message: str, retry_after: float = RETRY_AFTER_S):
+        super().__init__(message, retry_after)
 
 
 class InferenceFailedError(ServiceError):

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ("logits", "probs")
 BUSY_RETRY_S = 1  # Triton's queue is full: it drains batch by batch, so soon
-UNAVAILABLE_RETRY_S = 5  # the server is down or restarting: as long as a restart takes at the least
 READY_POLL_S = 0.5  # between readiness checks at start-up
 READY_CHECK_TIMEOUT_S = 2.0  # one /readyz check of the server: a probe's own timeout is a few seconds
 # Triton's messages for its queue policy (core: scheduler_utils.cc), both sent with gRPC status UNAVAILABLE.
@@ -227,9 +226,7 @@ class TritonClassifier(Classifier):
         if status == "StatusCode.RESOURCE_EXHAUSTED" or QUEUE_FULL in message:
             return BusyError(f"the inference server's queue for model {self.name!r} is full", BUSY_RETRY_S)
         if status in ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.NOT_FOUND"):
-            return InferenceUnavailableError(
-                f"the inference server does not serve model {self.name!r} now", UNAVAILABLE_RETRY_S
-            )
+            return InferenceUnavailableError(f"the inference server does not serve model {self.name!r} now")
         return InferenceFailedError(f"the inference server failed model {self.name!r}; see the server log")
 
 

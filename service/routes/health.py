@@ -7,10 +7,9 @@ import asyncio
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from s2d.service.deps import StateDep
+from s2d.service.deps import RegistryDep, ShutdownDep
 from s2d.service.errors import InferenceUnavailableError, NotReadyError, ShuttingDownError, error_responses
 from s2d.service.schemas import HealthResponse
-from s2d.service.triton_engine import UNAVAILABLE_RETRY_S
 
 router = APIRouter(tags=["operations"])
 
@@ -26,16 +25,15 @@ async def healthz() -> HealthResponse:
     responses=error_responses(503),
     summary="Every model is loaded, warmed up at every batch size and servable now (no API key needed)",
 )
-async def readyz(state: StateDep) -> HealthResponse:
-    registry = state.registry
-    if state.shutdown.started:
+async def readyz(registry: RegistryDep, shutdown: ShutdownDep) -> HealthResponse:
+    if shutdown.started:
         raise ShuttingDownError()
     if not registry.ready:
         raise NotReadyError()
     unready = await asyncio.to_thread(registry.unready_engines)
     if unready:  # a load balancer moves on while the inference tier is away, and comes back once it is up
         described = "; ".join(f"model {name!r}: {reason}" for name, reason in unready.items())
-        raise InferenceUnavailableError(f"not servable now: {described}", UNAVAILABLE_RETRY_S)
+        raise InferenceUnavailableError(f"not servable now: {described}")
     return HealthResponse(status="ready", models=list(registry.models))
 
 

@@ -8,27 +8,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, WebSocket
+from fastapi import APIRouter, Query, WebSocket
 from fastapi.responses import StreamingResponse
 
-from s2d.service.deps import StateDep
+from s2d.service.deps import SettingsDep, ShutdownDep, SourceManagerDep, SourcesDep
 from s2d.service.errors import ServiceError, error_responses
 from s2d.service.routes.stream import refuse, send_events
 from s2d.service.schemas import SourceInfo, SourceList, SourceRequest, SourceResults
-from s2d.service.sources import Source, SourceManager
+from s2d.service.sources import Source
 from s2d.service.streams import CLOSE_POLICY, Outbox, drain_task, dumps, event_type
 
 router = APIRouter(prefix="/v1", tags=["sources"])
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet connection
-
-
-def get_sources(state: StateDep) -> SourceManager:
-    """The source manager; 403 sources_disabled for every source route while sources are off."""
-    state.sources.check_enabled()
-    return state.sources
-
-
-SourcesDep = Annotated[SourceManager, Depends(get_sources)]
 
 
 @router.post(
@@ -36,8 +27,8 @@ SourcesDep = Annotated[SourceManager, Depends(get_sources)]
     responses=error_responses(400, 401, 403, 404, 409, 422, 503),
     summary="Start analysing an RTSP, HLS or HTTP video URL (the server pulls it)",
 )  # fmt: skip
-async def create_source(body: SourceRequest, state: StateDep, sources: SourcesDep) -> SourceInfo:
-    with state.shutdown.tracking():  # refused with 503 once the server shuts down
+async def create_source(body: SourceRequest, sources: SourcesDep, shutdown: ShutdownDep) -> SourceInfo:
+    with shutdown.tracking():  # refused with 503 once the server shuts down
         return (await sources.create(body)).info()
 
 
@@ -96,16 +87,17 @@ async def _server_sent(source: Source, box: Outbox) -> AsyncIterator[str]:
 
 
 @router.websocket("/sources/{source_id}/events")
-async def source_events_socket(ws: WebSocket, source_id: str, state: StateDep) -> None:
+async def source_events_socket(ws: WebSocket, source_id: str, sources: SourceManagerDep, settings: SettingsDep) -> None:
     await ws.accept()
     try:
-        source = get_sources(state).get(source_id)
+        sources.check_enabled()  # refused over the socket, with its reason
+        source = sources.get(source_id)
     except ServiceError as err:
         await refuse(ws, CLOSE_POLICY, err.message, err.code)
         return
-    box = source.subscribe(state.sources.send_queue)
+    box = source.subscribe(sources.send_queue)
     tasks = [
-        asyncio.create_task(send_events(ws, box, state.settings.stream_send_timeout_s), name="source-send"),
+        asyncio.create_task(send_events(ws, box, settings.stream_send_timeout_s), name="source-send"),
         asyncio.create_task(_until_gone(ws), name="source-receive"),
     ]
     try:
