@@ -1,7 +1,7 @@
 # S2D service images. No torch in either runtime image (the service never imports it).
 #
 #   docker build --target gpu -t s2d:gpu .   CUDA 12 runtime + cuDNN 9, onnxruntime-gpu, NVML metrics (the default)
-#   docker build --target cpu -t s2d:cpu .   Python slim, onnxruntime
+#   docker build --target cpu -t s2d:cpu .   Python slim, onnxruntime + openvino (S2D_ENGINE=auto picks per CPU)
 #
 # Behind a firewall (no registry, no PyPI): docker/build_offline.sh makes a Debian base image with debootstrap, puts
 # wheels in docker/wheels/cpu/ and builds the cpu target on that base (PYTHON_IMAGE); docker/README.md explains it.
@@ -71,7 +71,7 @@ RUN python3 -m venv /opt/s2d \
       cpu triton > /tmp/build/requirements.txt \
  && /opt/s2d/bin/pip install -r /tmp/build/requirements.txt
 
-# ---- cpu: the service on CPU (ONNX Runtime's CPU wheel) ------------------------------------------------------------
+# ---- cpu: the service on CPU (ONNX Runtime's CPU wheel and OpenVINO) ----------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/s2d PATH=/opt/s2d/bin:$PATH

@@ -3,8 +3,13 @@ at start-up, IO binding on GPU, warm-up.
 
 `Classifier.run(frames)` is synchronous (it is called from the batcher's worker thread):
 uint8 [B, T, H, W, 3] RGB aligned face crops -> `ModelOutput(logits [B, C], probs [B, C])` as float32.
-Engines: `OnnxClassifier` (ONNX Runtime in this process) and `service.triton_engine.TritonClassifier` (a Triton
-Inference Server over gRPC); the batcher and the registry see only `Classifier`.
+Engines: `OnnxClassifier` (ONNX Runtime in this process), `service.openvino_engine.OpenVinoClassifier` (OpenVINO in
+this process, from the same ONNX file) and `service.triton_engine.TritonClassifier` (a Triton Inference Server over
+gRPC); the batcher and the registry see only `Classifier`.
+
+The warm-up choice (`trial_candidates`, `VariantChoice.judged`): every in-process candidate (engine x variant or
+precision) runs the same warm-up clips, batch 1, interleaved; a candidate whose answers differ from the reference's
+(ONNX Runtime fp32) beyond the agreement bar is refused, and the fastest of the others serves.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # s2d_base int8 are a few seconds of start-up on 2 cores.
 TRIAL_ROUNDS = 3
 SWITCH_MARGIN = 0.1  # a variant other than fp32 serves only when at least this much faster (fastest_variant)
+# On the warm-up clips a candidate's probabilities may differ from the reference's by at most this much (besides
+# agreeing on the top-1 class): far above what bf16 or int8 rounding moves, far below what a broken graph does.
+MAX_TRIAL_PROB_DIFF = 0.05
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -86,6 +94,16 @@ class Classifier(ABC):
     @property
     def classes(self) -> list[str]:
         return self.card.classes
+
+    @property
+    def precision(self) -> str:
+        """The precision the graph computes in: the card's for the variant; an engine that lowers it says so."""
+        return self.card.variants[self.variant].precision
+
+    @property
+    def label(self) -> str:
+        """The candidate this is at the warm-up choice: "<engine>/<variant>", e.g. onnxruntime/int8."""
+        return f"{self.engine()['name']}/{self.variant}"
 
     @property
     @abstractmethod
@@ -211,32 +229,115 @@ def choose_variant(model: StoredModel, requested: str, providers: list[str]) -> 
 
 
 @dataclass(frozen=True)
-class VariantChoice:
-    """Which variant serves and why: what /v1/models and the log show."""
+class Trial:
+    """One candidate's warm-up run: the median seconds of its timed batch-1 calls, and its probabilities for every
+    warm-up clip (the untimed first one included)."""
 
-    variant: str
+    seconds_per_clip: float
+    probs: np.ndarray  # float32 [clips, C]
+
+
+def trial_candidates(classifiers: dict[str, Classifier], rounds: int = TRIAL_ROUNDS) -> dict[str, Trial]:
+    """Run `rounds + 1` warm-up clips (seeded noise, a different clip each round) through every candidate, batch 1,
+    interleaved clip by clip, so load from other processes on a shared machine falls on every candidate alike. The
+    first call of each is untimed (allocations, weight prepacking); the probabilities of all calls are kept for
+    the agreement check."""
+    first = next(iter(classifiers.values()))
+    clips = np.random.default_rng(0).integers(0, 256, (rounds + 1, 1, *first.frame_shape), dtype=np.uint8)
+    times: dict[str, list[float]] = {name: [] for name in classifiers}
+    probs: dict[str, list[np.ndarray]] = {name: [] for name in classifiers}
+    for index, clip in enumerate(clips):
+        for name, classifier in classifiers.items():
+            start = time.perf_counter()
+            probs[name].append(classifier.run(clip).probs)
+            if index:
+                times[name].append(time.perf_counter() - start)
+    return {name: Trial(float(np.median(times[name])), np.concatenate(probs[name])) for name in classifiers}
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement and the largest probability difference of `probs` against `reference` ([clips, C])."""
+    return {
+        "top1": float((reference.argmax(-1) == probs.argmax(-1)).mean()),
+        "max_abs_prob_diff": float(np.abs(reference - probs).max()),
+        "clips": len(reference),
+    }
+
+
+def refusal(figures: dict[str, float]) -> str | None:
+    """Why a candidate with these agreement figures may not serve, or None when it meets the bar."""
+    if figures["top1"] < MIN_AGREEMENT:
+        return f"top-1 agreement {100 * figures['top1']:.0f}% < {100 * MIN_AGREEMENT:g}% on the warm-up clips"
+    if figures["max_abs_prob_diff"] > MAX_TRIAL_PROB_DIFF:
+        return f"max |dprob| {figures['max_abs_prob_diff']:.3f} > {MAX_TRIAL_PROB_DIFF} on the warm-up clips"
+    return None
+
+
+def engine_name(classifier: Classifier) -> str:
+    return classifier.engine()["name"]
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """Which engine and variant serve, and why: what /v1/models, the log and the page show."""
+
+    candidate: str  # "<engine>/<variant or precision>", e.g. onnxruntime/int8, openvino/bf16
+    engine: str  # onnxruntime, openvino or triton
+    variant: str  # the store variant (ONNX file) the engine runs
+    precision: str  # what the engine computes in (OpenVINO may lower the fp32 file to bf16)
     how: str  # "pinned" (a setting), "measured" (timed at warm-up on this CPU), "card" (the card's figures) or
     # "triton" (the variant the Triton model repository serves, from its config)
+    why: str  # one sentence for people
     seconds_per_clip: dict[str, float]  # batch-1 median per candidate timed at warm-up; empty unless "measured"
+    agreement: dict[str, dict[str, float]]  # per candidate, against the reference on the warm-up clips
+    refused: dict[str, str]  # candidates that failed the agreement bar, and how
     cpu: str
     isa: str  # this CPU's instruction sets (s2d.machine.isa_summary)
-    min_agreement: float  # the card agreement a candidate needed
+    min_agreement: float  # the top-1 agreement a candidate needed (the card's, and on the warm-up clips)
 
     @classmethod
-    def of(cls, variant: str | None, how: str, seconds_per_clip: dict[str, float] | None = None) -> VariantChoice:
-        """`variant`, or the fastest of `seconds_per_clip` when None, on this machine."""
-        seconds = seconds_per_clip or {}
-        chosen = variant or fastest_variant(seconds)
-        return cls(chosen, how, seconds, cpu_name(), isa_summary(), MIN_AGREEMENT)
+    def of(cls, classifier: Classifier, how: str, why: str) -> VariantChoice:
+        """The choice of `classifier`, made without timing (pinned, the card's, Triton's)."""
+        return cls(
+            classifier.label, engine_name(classifier), classifier.variant, classifier.precision, how, why,
+            {}, {}, {}, cpu_name(), isa_summary(), MIN_AGREEMENT,
+        )  # fmt: skip
+
+    @classmethod
+    def judged(
+        cls, classifiers: dict[str, Classifier], trials: dict[str, Trial], failed: dict[str, str] | None = None
+    ) -> VariantChoice:
+        """The fastest candidate of `trials` that meets the agreement bar against the first (the reference,
+        ONNX Runtime fp32, which always may serve): `fastest_variant` with its margin over the reference.
+        `failed`: candidates that could not even start, and why (shown with the refused)."""
+        reference = next(iter(trials))
+        figures = {name: agreement(trials[reference].probs, trial.probs) for name, trial in trials.items()}
+        refused = {name: why for name in trials if name != reference and (why := refusal(figures[name]))}
+        refused |= failed or {}
+        eligible = {name: trial.seconds_per_clip for name, trial in trials.items() if name not in refused}
+        chosen = classifiers[fastest_variant(eligible)]
+        seconds = {name: trial.seconds_per_clip for name, trial in trials.items()}
+        if chosen.label == reference:
+            why = f"the reference: no other candidate meeting the agreement bar is {100 * SWITCH_MARGIN:g}% faster"
+        else:
+            why = (
+                f"the fastest meeting the agreement bar, {seconds[reference] / seconds[chosen.label]:.2f}x the "
+                f"reference {reference}"
+            )
+        return cls(
+            chosen.label, engine_name(chosen), chosen.variant, chosen.precision, "measured", why, seconds, figures,
+            refused, cpu_name(), isa_summary(), MIN_AGREEMENT,
+        )  # fmt: skip
 
     def describe(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        """One line for the log: the variant, how it was chosen, and the timings it was chosen by."""
+        """One line for the log: the candidate, how and why it was chosen, the timings and the refusals."""
         timed = ", ".join(f"{v} {t * 1000:.0f} ms" for v, t in self.seconds_per_clip.items())
         by = f" (batch-1 calls on {self.cpu}, {self.isa}: {timed})" if timed else ""
-        return f"variant {self.variant}, {self.how}{by}"
+        refused = "".join(f"; refused {name}: {why}" for name, why in self.refused.items())
+        return f"{self.candidate} ({self.precision}), {self.how}: {self.why}{by}{refused}"
 
 
 def fastest_variant(seconds_per_clip: dict[str, float], margin: float = SWITCH_MARGIN) -> str:
@@ -246,19 +347,3 @@ def fastest_variant(seconds_per_clip: dict[str, float], margin: float = SWITCH_M
     reference = next(iter(seconds_per_clip))
     best = min(seconds_per_clip, key=seconds_per_clip.__getitem__)
     return best if seconds_per_clip[best] <= (1 - margin) * seconds_per_clip[reference] else reference
-
-
-def time_variants(classifiers: dict[str, OnnxClassifier], rounds: int = TRIAL_ROUNDS) -> dict[str, float]:
-    """Median seconds of a batch-1 call per classifier, after one untimed call each. Calls are interleaved round by
-    round, so load from other processes on a shared machine falls on every candidate alike."""
-    first = next(iter(classifiers.values()))
-    clip = np.random.default_rng(0).integers(0, 256, (1, *first.frame_shape), dtype=np.uint8)
-    for classifier in classifiers.values():
-        classifier.run(clip)  # allocations, weight prepacking
-    times: dict[str, list[float]] = {name: [] for name in classifiers}
-    for _ in range(rounds):
-        for name, classifier in classifiers.items():
-            start = time.perf_counter()
-            classifier.run(clip)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}

@@ -1,5 +1,6 @@
-"""The models this process serves: one classifier (an ONNX Runtime session, or a model on a Triton server:
-settings.engine) and one batcher per model, loaded from the store."""
+"""The models this process serves: one classifier (an ONNX Runtime session, an OpenVINO compiled model, or a model on
+a Triton server: settings.engine) and one batcher per model, loaded from the store. With engine `auto` the in-process
+candidates are tried at warm-up and the fastest that meets the agreement bar serves (service.inference)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from s2d.card import CPU
-from s2d.service import metrics
+from s2d.service import metrics, openvino_engine
 from s2d.service.batcher import Batcher
 from s2d.service.errors import NotReadyError, UnknownModelError
 from s2d.service.inference import (
@@ -16,8 +17,9 @@ from s2d.service.inference import (
     VariantChoice,
     check_providers,
     choose_variant,
-    time_variants,
+    trial_candidates,
 )
+from s2d.service.openvino_engine import OpenVinoClassifier
 from s2d.service.settings import Settings
 from s2d.service.triton_engine import TritonClassifier, TritonStartupError
 from s2d.store import ModelStore, StoredModel, preferred
@@ -55,7 +57,7 @@ class LoadedModel:
         card = self.stored.card
         return {
             **self.ref(),
-            "precision": card.variants[self.classifier.variant].precision,
+            "precision": self.classifier.precision,
             "max_batch": self.batcher.max_batch,
             "warmup_s": self.warmup_s,
             "variant_choice": self.choice.describe(),
@@ -79,14 +81,14 @@ class ModelRegistry:
         """Create every classifier and batcher; raises on a missing provider, model or broken card, or a Triton
         server that does not serve a model as its card says."""
         s = self.settings
-        if s.engine == "onnxruntime":
+        if s.engine in ("auto", "onnxruntime"):
             check_providers(s.providers)
         names = s.models or self.store.names()
         if not names:
             raise KeyError(f"the model store {self.store.root} holds no model (set S2D_MODEL_STORE or S2D_MODELS)")
         for name in names:
             stored = self.store.get(name)
-            classifier, choice = self._triton(stored) if s.engine == "triton" else self._pick_variant(stored)
+            classifier, choice = self._triton(stored) if s.engine == "triton" else self._in_process(stored)
             batcher = Batcher(
                 classifier, s.max_batch, s.max_wait_ms, s.queue_size, extra_delay_ms=s.fault_inference_delay_ms
             )
@@ -95,7 +97,7 @@ class ModelRegistry:
                 name,
                 stored.card.version,
                 choice.variant,
-                stored.card.variants[choice.variant].precision,
+                classifier.precision,
                 classifier.provider,
                 str(stored.card.demo).lower(),
                 stored.card.family,
@@ -111,18 +113,49 @@ class ModelRegistry:
         s = self.settings
         return OnnxClassifier(stored, variant, s.providers, s.device_id, s.intra_op_threads)
 
-    def _pick_variant(self, stored: StoredModel) -> tuple[OnnxClassifier, VariantChoice]:
-        """The pinned variant (S2D_VARIANT); on CPU the fastest candidate timed here (card speeds come from another
-        CPU, maybe with other instruction sets); else the card's choice (GPU, or warm-up off)."""
+    def _openvino(self, stored: StoredModel) -> OpenVinoClassifier:
         s = self.settings
-        variant = choose_variant(stored, s.variant, s.providers)
-        candidates = stored.cpu_candidates()
-        if s.variant != "auto" or s.providers[0] != CPU or not s.warmup or len(candidates) < 2:
-            how = "pinned" if s.variant != "auto" else "card"
-            return self._session(stored, variant), VariantChoice.of(variant, how)
-        sessions = {v: self._session(stored, v) for v in candidates}
-        choice = VariantChoice.of(None, "measured", time_variants(sessions))
-        return sessions[choice.variant], choice
+        return OpenVinoClassifier(stored, s.openvino_precision, s.intra_op_threads, s.openvino_cache_dir)
+
+    def _in_process(self, stored: StoredModel) -> tuple[Classifier, VariantChoice]:
+        """A pin (S2D_ENGINE=openvino or S2D_OPENVINO_PRECISION, S2D_VARIANT) is served untried; on CPU with
+        warm-up on, every candidate is tried (`_tried`); else the card's variant on ONNX Runtime (GPU providers: the
+        card's figures are the GPU's; warm-up off: no time for trials)."""
+        s = self.settings
+        if s.engine == "openvino" or s.openvino_precision != "auto":
+            classifier = self._openvino(stored)
+            return classifier, VariantChoice.of(
+                classifier, "pinned", f"S2D_ENGINE=openvino; {classifier.precision_reason}"
+            )
+        if s.variant != "auto":
+            session = self._session(stored, choose_variant(stored, s.variant, s.providers))
+            return session, VariantChoice.of(session, "pinned", f"S2D_VARIANT={s.variant}")
+        with_openvino = s.engine == "auto" and s.providers[0] == CPU and openvino_engine.available()
+        candidates = stored.cpu_candidates() if s.providers[0] == CPU else []
+        if not s.warmup or len(candidates) + with_openvino < 2:
+            session = self._session(stored, choose_variant(stored, "auto", s.providers))
+            reason = "warm-up is off" if not s.warmup else f"one candidate for {s.providers[0]}"
+            return session, VariantChoice.of(session, "card", f"the card's variant for these providers ({reason})")
+        return self._tried(stored, candidates, with_openvino)
+
+    def _tried(self, stored: StoredModel, variants: list[str], with_openvino: bool) -> tuple[Classifier, VariantChoice]:
+        """ONNX Runtime's CPU variants (fp32 first: the reference) and OpenVINO at its precision, run on the same
+        warm-up clips and timed; the fastest meeting the agreement bar serves. An OpenVINO that cannot compile the
+        graph is refused, not fatal: ONNX Runtime serves."""
+        classifiers: dict[str, Classifier] = {}
+        for variant in variants:
+            session = self._session(stored, variant)
+            classifiers[session.label] = session
+        failed = {}
+        if with_openvino:
+            try:
+                compiled = self._openvino(stored)
+                classifiers[compiled.label] = compiled
+            except Exception as err:  # any OpenVINO failure leaves ONNX Runtime to serve
+                log.warning("model %s: OpenVINO cannot run it, left out of the choice: %s", stored.name, err)
+                failed["openvino"] = f"failed to compile: {err}"
+        choice = VariantChoice.judged(classifiers, trial_candidates(classifiers), failed)
+        return classifiers[choice.candidate], choice
 
     def _triton(self, stored: StoredModel) -> tuple[TritonClassifier, VariantChoice]:
         """The model on the Triton server: the variant is the one its repository serves (no timing here); a
@@ -143,7 +176,7 @@ class ModelRegistry:
                 f"Triton at {s.triton_url}, model {stored.name!r} serves variant {classifier.variant!r}, but "
                 f"S2D_VARIANT pins {s.variant!r}: unpin it (`s2d models triton --kind` picks the repository's variant)"
             )
-        return classifier, VariantChoice.of(classifier.variant, "triton")
+        return classifier, VariantChoice.of(classifier, "triton", "the variant the Triton model repository serves")
 
     def start(self) -> None:
         for model in self.models.values():

@@ -58,10 +58,20 @@ class Settings(BaseSettings):
     )
 
     # Inference engine
-    engine: Literal["onnxruntime", "triton"] = Field(
-        "onnxruntime",
-        description="onnxruntime: the models run in this process; triton: on the Triton Inference Server at "
-        "triton_url (this process keeps decoding, faces, tracking and streams)",
+    engine: Literal["auto", "onnxruntime", "openvino", "triton"] = Field(
+        "auto",
+        description="auto: the fastest in-process engine and variant that meets the agreement bar at warm-up "
+        "(ONNX Runtime's variants, OpenVINO at openvino_precision; on GPU providers, ONNX Runtime); onnxruntime or "
+        "openvino: that engine in this process; triton: the Triton Inference Server at triton_url (this process "
+        "keeps decoding, faces, tracking and streams)",
+    )
+    openvino_precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="OpenVINO's inference precision; auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32 "
+        "(pinning it with engine=auto pins the OpenVINO engine)",
+    )
+    openvino_cache_dir: Path | None = Field(
+        None, description="OpenVINO's compiled-model cache (a restart loads it); default: ~/.cache/s2d/openvino"
     )
     triton_url: str | None = Field(None, description="Triton's gRPC endpoint, host:port (engine=triton)")
     triton_model_version: str = Field(
@@ -81,7 +91,9 @@ class Settings(BaseSettings):
         ["CPUExecutionProvider"], description="ONNX Runtime providers in priority order (cpu, cuda, tensorrt)"
     )
     device_id: int = Field(0, ge=0, description="GPU index for CUDA / TensorRT")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per model on CPU; 0 = one per core")
+    intra_op_threads: int = Field(
+        0, ge=0, description="inference threads per model on CPU (ONNX Runtime, OpenVINO); 0 = one per core"
+    )
     max_batch: int = Field(8, ge=1, le=256, description="largest batch of clips one inference call takes")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long the first clip of a batch waits for more")
     queue_size: int = Field(64, ge=1, description="clips waiting for inference per model; beyond it: 429")
@@ -163,7 +175,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
-    # Who may do what (issue 30): the resolver that server-side sources' host names go to (service/sources/policy.py).
+    # Who may do what (issue 30): named API keys with scopes and limits (service/auth.py), and the resolver that
+    # server-side sources' host names go to (service/sources/policy.py).
+    api_keys_file: Path | None = Field(
+        None, description="TOML file of named API keys (sha256 hashes, scopes, limits; `s2d keys add`); reloaded on "
+        "SIGHUP and when it changes",
+    )  # fmt: skip
     sources_dns_server: str | None = Field(
         None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$",
         description="DNS server (address:port) that resolves source host names; default: the system's resolver",
@@ -199,6 +216,13 @@ class Settings(BaseSettings):
             raise ValueError(f"sources_backoff_s must satisfy 0 < first <= most, got {self.sources_backoff_s}")
         if self.engine == "triton" and not self.triton_url:
             raise ValueError("engine 'triton' needs triton_url (S2D_TRITON_URL=host:port, Triton's gRPC port)")
+        if self.openvino_precision != "auto" and self.engine not in ("auto", "openvino"):
+            raise ValueError(f"openvino_precision is pinned but engine is {self.engine!r}: pin engine openvino")
+        if self.openvino_precision != "auto" and self.variant != "auto" and self.engine == "auto":
+            raise ValueError("variant (ONNX Runtime's) and openvino_precision (OpenVINO's) both pinned: pin one")
+        if self.engine == "openvino" and self.variant not in ("auto", "fp32"):
+            raise ValueError(f"engine openvino reads the fp32 ONNX file, not variant {self.variant!r}: pin its "
+                             "precision with openvino_precision instead")  # fmt: skip
         if self.triton_url and "://" in self.triton_url:
             raise ValueError(f"triton_url is host:port without a scheme (tritonclient's form), got {self.triton_url!r}")
         return self

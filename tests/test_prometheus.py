@@ -137,7 +137,7 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def servers(store):
-    settings = {"api_key": API_KEY, "max_batch": 4, "max_wait_ms": 50, "pipeline_threads": 1}
+    settings = {"api_key": API_KEY, "max_batch": 4, "max_wait_ms": 50, "pipeline_threads": 1, "engine": "onnxruntime"}
     with running_server(store, **settings) as first, running_server(store, **settings) as second:
         yield [first, second]
 

@@ -40,6 +40,7 @@ def upload_dir(tmp_path_factory) -> Path:
 def server(store, upload_dir):
     with running_server(
         store,
+        engine="onnxruntime",  # pinned: `auto` would pick the engine this machine runs fastest (test_variant_choice.py)
         api_key=API_KEY,
         max_batch=4,
         max_wait_ms=100,

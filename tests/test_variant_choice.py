@@ -1,11 +1,15 @@
-"""The service chooses its variant per machine (issue 19): at warm-up it times the CPU variants whose card agreement
-meets the bar and serves the fastest; a setting pins one. Timings are given to the decision, never measured speed."""
+"""The service chooses its engine and variant per machine (issues 19, 28): at warm-up every candidate (ONNX Runtime's
+CPU variants whose card agreement meets the bar, OpenVINO at its precision) runs the same warm-up clips, those that
+differ from ONNX Runtime fp32 beyond the agreement bar are refused, and the fastest other serves; a setting pins one.
+The engines run for real (their answers decide the agreement); timings are given to the decision, never measured
+speed."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,10 @@ import pytest
 
 from s2d.card import load_card
 from s2d.machine import isa_summary
+from s2d.service import inference
 from s2d.service import registry as registry_module
-from s2d.service.inference import fastest_variant, time_variants
+from s2d.service.inference import MAX_TRIAL_PROB_DIFF, ModelOutput, fastest_variant, trial_candidates
+from s2d.service.openvino_engine import OpenVinoClassifier, best_precision
 from s2d.service.registry import ModelRegistry
 from s2d.service.settings import Settings
 from s2d.store import MIN_AGREEMENT
@@ -44,17 +50,22 @@ def store(tmp_path_factory) -> Path:
 
 
 def timings(seconds: dict[str, float], offered: list[list[str]]):
-    """A stand-in for time_variants: records which variants were offered and returns the given seconds per clip."""
+    """A stand-in for trial_candidates: the candidates run the warm-up clips for real (their probabilities decide the
+    agreement), and take the given seconds per clip; records which candidates were offered."""
 
-    def fake(sessions):
-        offered.append(sorted(sessions))
-        return {v: seconds[v] for v in sessions}
+    def given(classifiers):
+        offered.append(sorted(classifiers))
+        return {name: replace(trial, seconds_per_clip=seconds[name]) for name, trial in real_trial(classifiers).items()}
 
-    return fake
+    return given
 
 
-def load(store: Path, **settings) -> ModelRegistry:
-    registry = ModelRegistry(Settings(model_store=store, models=[TEST_MODEL], **settings))
+real_trial = trial_candidates
+
+
+def load(store: Path, tmp_path: Path | None = None, **settings) -> ModelRegistry:
+    cache = {"openvino_cache_dir": tmp_path / "openvino"} if tmp_path else {}
+    registry = ModelRegistry(Settings(model_store=store, models=[TEST_MODEL], **cache, **settings))
     registry.load()
     return registry
 
@@ -73,47 +84,142 @@ class _Fake:
     def __init__(self, delay_s: float):
         self.delay_s, self.calls = delay_s, 0
 
-    def run(self, frames: np.ndarray) -> None:
+    def run(self, frames: np.ndarray) -> ModelOutput:
         self.calls += 1
         time.sleep(self.delay_s)
+        probs = np.full((len(frames), 2), 0.5, np.float32)
+        return ModelOutput(probs, probs)
 
 
-def test_time_variants_times_every_candidate_and_finds_the_slowed_one():
-    fast, slowed = _Fake(0.0), _Fake(0.05)  # fault injection: one variant 50 ms slower per call
-    seconds = time_variants({"fp32": slowed, "int8": fast}, rounds=3)
+def test_trial_candidates_times_every_candidate_and_finds_the_slowed_one():
+    fast, slowed = _Fake(0.0), _Fake(0.05)  # fault injection: one candidate 50 ms slower per call
+    trials = trial_candidates({"fp32": slowed, "int8": fast}, rounds=3)
     assert fast.calls == slowed.calls == 4  # one untimed call, then 3 timed, interleaved
-    assert seconds["fp32"] >= 0.05 and fastest_variant(seconds) == "int8"
+    assert trials["fp32"].seconds_per_clip >= 0.05
+    assert fastest_variant({k: t.seconds_per_clip for k, t in trials.items()}) == "int8"
+    assert trials["int8"].probs.shape == (4, 2)  # every clip's answer, the untimed one's too
+
+
+ORT_FP32, ORT_INT8 = "onnxruntime/fp32", "onnxruntime/int8"
 
 
 def test_a_variant_failing_the_agreement_bar_is_never_timed_and_the_fastest_other_serves(store, monkeypatch):
     offered: list[list[str]] = []
-    monkeypatch.setattr(registry_module, "time_variants", timings({"fp32": 1.0, "int8": 0.25}, offered))
-    model = load(store).models[TEST_MODEL]
-    assert offered == [["fp32", "int8"]]  # int8-bad agrees too little with fp32 to be a candidate
+    monkeypatch.setattr(registry_module, "trial_candidates", timings({ORT_FP32: 1.0, ORT_INT8: 0.25}, offered))
+    model = load(store, engine="onnxruntime").models[TEST_MODEL]
+    assert offered == [[ORT_FP32, ORT_INT8]]  # int8-bad agrees too little with fp32 (its card) to be a candidate
     assert model.classifier.variant == "int8"
     described = model.describe()
     assert described["variant"] == "int8"
     choice = described["variant_choice"]
-    assert choice["how"] == "measured" and choice["seconds_per_clip"] == {"fp32": 1.0, "int8": 0.25}
+    assert choice["how"] == "measured" and choice["seconds_per_clip"] == {ORT_FP32: 1.0, ORT_INT8: 0.25}
+    assert choice["candidate"] == ORT_INT8 and choice["engine"] == "onnxruntime" and choice["refused"] == {}
+    assert choice["agreement"][ORT_INT8] == {"top1": 1.0, "max_abs_prob_diff": 0.0, "clips": 4}  # the same graph
     assert choice["isa"] == isa_summary() and choice["min_agreement"] == MIN_AGREEMENT
 
-    monkeypatch.setattr(registry_module, "time_variants", timings({"fp32": 0.2, "int8": 0.25}, offered))
-    assert load(store).models[TEST_MODEL].classifier.variant == "fp32"  # by this machine's timings, not the card's
+    monkeypatch.setattr(registry_module, "trial_candidates", timings({ORT_FP32: 0.2, ORT_INT8: 0.25}, offered))
+    model = load(store, engine="onnxruntime").models[TEST_MODEL]
+    assert model.classifier.variant == "fp32"  # by this machine's timings, not the card's
+
+
+def never(classifiers):
+    raise AssertionError("a pin is served untried")
 
 
 def test_a_pinned_variant_is_served_untimed(store, monkeypatch):
-    def never(sessions):
-        raise AssertionError("a pinned variant is not timed")
-
-    monkeypatch.setattr(registry_module, "time_variants", never)
+    monkeypatch.setattr(registry_module, "trial_candidates", never)
     for pinned in ("fp32", "int8", "int8-bad"):  # a pin is the operator's decision, even below the bar
-        model = load(store, variant=pinned).models[TEST_MODEL]
-        assert model.classifier.variant == pinned
+        model = load(store, variant=pinned).models[TEST_MODEL]  # engine auto: S2D_VARIANT pins ONNX Runtime's
+        assert model.classifier.variant == pinned and model.classifier.provider == "CPUExecutionProvider"
         assert model.describe()["variant_choice"]["how"] == "pinned"
 
 
 def test_without_warm_up_the_card_chooses(store, monkeypatch):
-    monkeypatch.setattr(registry_module, "time_variants", timings({}, []))
+    monkeypatch.setattr(registry_module, "trial_candidates", never)
     model = load(store, warmup=False).models[TEST_MODEL]
-    assert model.describe()["variant_choice"] == {**model.choice.describe(), "how": "card", "seconds_per_clip": {}}
+    choice = model.describe()["variant_choice"]
+    assert choice == {**model.choice.describe(), "how": "card", "seconds_per_clip": {}, "engine": "onnxruntime"}
     assert model.classifier.variant in ("fp32", "int8")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# OpenVINO among the candidates (engine auto, the default)
+
+OPENVINO = f"openvino/{best_precision()[0]}"  # bf16 on a CPU with AMX or AVX-512 BF16, else fp32
+
+
+def test_openvino_is_chosen_where_it_is_faster_and_agrees(store, monkeypatch, tmp_path):
+    offered: list[list[str]] = []
+    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.2}
+    monkeypatch.setattr(registry_module, "trial_candidates", timings(given, offered))
+    model = load(store, tmp_path).models[TEST_MODEL]
+    assert offered == [sorted([ORT_FP32, ORT_INT8, OPENVINO])]
+    assert isinstance(model.classifier, OpenVinoClassifier) and model.classifier.provider == "openvino-cpu"
+    described = model.describe()
+    choice = described["variant_choice"]
+    assert choice["candidate"] == OPENVINO and choice["engine"] == "openvino" and choice["how"] == "measured"
+    assert choice["refused"] == {} and choice["seconds_per_clip"] == given
+    assert choice["agreement"][OPENVINO]["top1"] == 1.0
+    assert choice["agreement"][OPENVINO]["max_abs_prob_diff"] <= MAX_TRIAL_PROB_DIFF
+    assert "5.00x the reference onnxruntime/fp32" in choice["why"]
+    assert described["precision"] == choice["precision"] == best_precision()[0]
+    assert described["engine"]["name"] == "openvino" and described["variant"] == "fp32"  # the file it reads
+
+    monkeypatch.setattr(registry_module, "trial_candidates", timings({**given, OPENVINO: 0.6}, offered))
+    assert load(store, tmp_path).models[TEST_MODEL].choice.candidate == ORT_INT8  # slower than int8 here: not chosen
+
+
+def _swapped_classes(original):
+    """Fault injection: OpenVINO's answers with the first two classes swapped, a graph that computes the wrong
+    thing, as fast as ever."""
+
+    def infer(self, frames, seconds_left):
+        out = original(self, frames, seconds_left)
+        order = [1, 0, *range(2, out.probs.shape[1])]
+        return ModelOutput(out.logits[:, order], out.probs[:, order])
+
+    return infer
+
+
+def test_openvino_failing_the_agreement_bar_is_refused_however_fast(store, monkeypatch, tmp_path):
+    monkeypatch.setattr(OpenVinoClassifier, "_infer", _swapped_classes(OpenVinoClassifier._infer))
+    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.01}
+    monkeypatch.setattr(registry_module, "trial_candidates", timings(given, []))
+    model = load(store, tmp_path).models[TEST_MODEL]
+    choice = model.describe()["variant_choice"]
+    assert choice["candidate"] == ORT_INT8 and model.classifier.provider == "CPUExecutionProvider"
+    assert list(choice["refused"]) == [OPENVINO]
+    assert "on the warm-up clips" in choice["refused"][OPENVINO]
+    assert f"refused {OPENVINO}" in model.choice.summary()  # the start-up log says so
+
+
+def test_a_probability_drift_beyond_the_bar_is_refused_though_top1_agrees():
+    reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]], np.float32)
+    drifted = reference + np.array([[-0.1, 0.05, 0.05], [0.0, 0.0, 0.0]], np.float32)
+    figures = inference.agreement(reference, drifted)
+    assert figures["top1"] == 1.0 and inference.refusal(figures).startswith("max |dprob| 0.100")
+    assert inference.refusal(inference.agreement(reference, reference)) is None
+
+
+def test_a_pinned_engine_wins(store, monkeypatch, tmp_path):
+    monkeypatch.setattr(registry_module, "trial_candidates", never)
+    model = load(store, tmp_path, engine="openvino").models[TEST_MODEL]
+    assert isinstance(model.classifier, OpenVinoClassifier)
+    choice = model.describe()["variant_choice"]
+    assert choice["how"] == "pinned" and choice["candidate"] == OPENVINO and "S2D_ENGINE=openvino" in choice["why"]
+
+    model = load(store, tmp_path, openvino_precision="fp32").models[TEST_MODEL]  # engine auto: pins OpenVINO fp32
+    assert model.choice.candidate == "openvino/fp32" and model.describe()["precision"] == "fp32"
+
+    monkeypatch.setattr(registry_module, "trial_candidates", timings({ORT_FP32: 0.1, ORT_INT8: 0.1}, []))
+    model = load(store, tmp_path, engine="onnxruntime").models[TEST_MODEL]  # OpenVINO is not even tried
+    assert model.choice.candidate == ORT_FP32 and list(model.choice.seconds_per_clip) == [ORT_FP32, ORT_INT8]
+
+
+def test_contradicting_pins_are_refused_at_start_up(store):
+    with pytest.raises(ValueError, match="pin engine openvino"):
+        Settings(engine="onnxruntime", openvino_precision="bf16")
+    with pytest.raises(ValueError, match="pin one"):
+        Settings(variant="int8", openvino_precision="fp32")
+    with pytest.raises(ValueError, match="reads the fp32 ONNX file"):
+        Settings(engine="openvino", variant="int8")

@@ -128,7 +128,9 @@ def add_commands(commands) -> None:
     serve.add_argument("--store", help="model store folder (S2D_MODEL_STORE)")
     serve.add_argument("--providers", help="ONNX Runtime providers, comma-separated: cpu, cuda, tensorrt")
     serve.add_argument(
-        "--engine", choices=("onnxruntime", "triton"), help="where the models run; default onnxruntime (S2D_ENGINE)"
+        "--engine",
+        choices=("auto", "onnxruntime", "openvino", "triton"),
+        help="where the models run; default auto: the fastest in-process engine meeting the agreement bar (S2D_ENGINE)",
     )
     serve.add_argument("--triton-url", help="Triton's gRPC host:port, with --engine triton (S2D_TRITON_URL)")
     serve.set_defaults(func=cmd_serve)

@@ -53,8 +53,11 @@ async function loadModels() {
 
 function showCard(model) {
   const card = model.card;
+  const choice = model.variant_choice;
   const fields = {
     name: model.name, version: model.version, variant: `${model.variant} (${model.precision})`,
+    // Which engine and precision serve, and why: chosen at warm-up on this machine, pinned, or the card's.
+    engine: choice ? `${choice.candidate} (${choice.how}: ${choice.why})` : model.engine.name,
     provider: model.provider, classes: card.classes.join(", "),
     window: `${card.num_frames} frames over ${card.window_seconds} s`, licence: card.licence,
     metrics: card.metrics ? JSON.stringify(card.metrics) : "–", family: model.family_description,

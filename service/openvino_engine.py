@@ -1,0 +1,201 @@
+"""The OpenVINO engine (settings.engine = "openvino", or a candidate of "auto"): the store's ONNX file compiled by
+OpenVINO for this CPU, in this process (the `openvino` package of the `cpu` extra).
+
+The ONNX file and the card stay the one contract: OpenVINO reads `model.onnx` (the fp32 variant) directly, and no
+other format is kept in the store. It compiles it with the inference precision this CPU does best: bf16 where
+OpenVINO reports native bf16 (AMX or AVX-512 BF16: its `OPTIMIZATION_CAPABILITIES`), else fp32. The compiled model
+is cached on disk (OpenVINO's CACHE_DIR, `settings.openvino_cache_dir`): a restart loads it instead of compiling
+again. One cached blob per model serves every precision (OpenVINO applies the precision when it loads the blob).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2d.files import user_cache_dir
+from s2d.machine import isa_summary
+from s2d.service.inference import Classifier, ModelOutput
+from s2d.store import StoredModel
+
+log = logging.getLogger(__name__)
+
+DEVICE = "CPU"
+PROVIDER = "openvino-cpu"  # what responses and metrics name as the provider
+PRECISIONS = ("bf16", "fp32")
+_HINTS = {"bf16": "bf16", "fp32": "f32"}  # our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the instruction sets behind OpenVINO's native bf16 on x86
+
+
+class OpenVinoUnavailableError(ValueError):
+    """OpenVINO is not installed, or cannot run the precision pinned on this CPU: a configuration the service does
+    not start with (a ValueError: one `cannot start` line, service.app)."""
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as err:
+        raise OpenVinoUnavailableError(
+            "the OpenVINO engine needs the `openvino` package: install the project with the `cpu` extra"
+        ) from err
+    return openvino
+
+
+def available() -> bool:
+    """Whether OpenVINO can be imported here (the `auto` engine leaves it out when not)."""
+    try:
+        _openvino()
+    except OpenVinoUnavailableError:
+        return False
+    return True
+
+
+@cache
+def _core():
+    """One OpenVINO Core per process: it holds the plugins, loaded once."""
+    return _openvino().Core()
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 natively on this CPU (AMX or AVX-512 BF16)."""
+    return "BF16" in _core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+
+
+def best_precision() -> tuple[str, str]:
+    """The precision this CPU does best, and why (for the log and /v1/models)."""
+    isa = isa_summary()
+    if native_bf16():
+        units = [f for f in BF16_FLAGS if f in isa.split()] or ["native bf16"]
+        return "bf16", f"bf16: this CPU has {' and '.join(units)}, which run bf16 matmuls at twice fp32's rate or more"
+    return "fp32", f"fp32: no bf16 unit on this CPU ({isa}); bf16 would be emulated, slower than fp32"
+
+
+def resolve_precision(requested: str) -> tuple[str, str]:
+    """`auto` -> best_precision(); a pinned precision, checked against the CPU (bf16 needs native support)."""
+    if requested == "auto":
+        return best_precision()
+    if requested not in PRECISIONS:
+        raise OpenVinoUnavailableError(f"OpenVINO precision {requested!r} is not one of {PRECISIONS}")
+    if requested == "bf16" and not native_bf16():
+        raise OpenVinoUnavailableError(
+            f"OpenVINO bf16 was pinned, but this CPU ({isa_summary()}) has no bf16 unit (AMX or AVX-512 BF16); "
+            "pin fp32 or leave the precision to auto"
+        )
+    return requested, f"{requested}: pinned (S2D_OPENVINO_PRECISION)"
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/s2d/openvino` (`~/.cache/s2d/openvino`): per user, since the store may be read-only."""
+    return user_cache_dir("s2d", "openvino")
+
+
+def usable_cache_dir(folder: Path) -> Path | None:
+    """`folder`, created if need be, or None (with a warning) where it cannot be written, e.g. a read-only root
+    file system: the model is then compiled at every start, which costs time, not correctness."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        log.warning("OpenVINO's compiled-model cache %s is not writable (%s): compiling at every start", folder, err)
+        return None
+    return folder
+
+
+def compile_for_cpu(path: Path, precision: str, threads: int = 0, cache_dir: Path | None = None):
+    """OpenVINO's CompiledModel of the ONNX file `path` for the CPU at `precision` (bf16 or fp32), `threads`
+    inference threads (0: OpenVINO's choice, one per core), cached in `cache_dir` (None: no cache). The service's
+    engine and the CPU benchmark compile alike through here."""
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": _HINTS[precision],
+        # One call at a time (the batcher's worker), as fast as it can go: latency, not throughput streams.
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return _core().compile_model(str(path), DEVICE, config)
+
+
+def outputs_by_name(results) -> dict[str, np.ndarray]:
+    """An infer request's results as name -> array, copied (the request reuses its buffers at its next call)."""
+    return {port.get_any_name(): np.array(value) for port, value in results.items()}
+
+
+class OpenVinoClassifier(Classifier):
+    """The model's fp32 ONNX file compiled by OpenVINO for the CPU at one inference precision."""
+
+    SOURCE_VARIANT = "fp32"  # the store file OpenVINO reads; the precision is OpenVINO's, at compile time
+
+    def __init__(
+        self,
+        model: StoredModel,
+        precision: str = "auto",
+        intra_op_threads: int = 0,
+        cache_dir: Path | None = None,
+    ):
+        ov = _openvino()
+        self.path = model.variant_path(self.SOURCE_VARIANT)
+        self.inference_precision, self.precision_reason = resolve_precision(precision)
+        self.cache_dir = usable_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        start = time.perf_counter()
+        self.compiled = compile_for_cpu(self.path, self.inference_precision, intra_op_threads, self.cache_dir)
+        self.compile_s = time.perf_counter() - start
+        self.loaded_from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.get_version()
+        super().__init__(model, self.SOURCE_VARIANT, PROVIDER)
+        self.input_name = self.card.input.name
+        log.info(
+            "OpenVINO compiled %s for %s at %s in %.2f s (%s, %d threads)",
+            self.path,
+            DEVICE,
+            self.precision_reason,
+            self.compile_s,
+            self._cache_state(),
+            self.threads,
+        )
+
+    @property
+    def precision(self) -> str:
+        return self.inference_precision
+
+    def _cache_state(self) -> str:
+        if self.cache_dir is None:
+            return "no cache"
+        return f"loaded from the cache {self.cache_dir}" if self.loaded_from_cache else f"cached in {self.cache_dir}"
+
+    @property
+    def label(self) -> str:
+        return f"openvino/{self.inference_precision}"
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def engine(self) -> dict[str, Any]:
+        return {
+            "name": "openvino",
+            "version": self.version,
+            "device": DEVICE,
+            "precision": self.inference_precision,
+            "precision_reason": self.precision_reason,
+            "threads": self.threads,
+            "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+            "loaded_from_cache": self.loaded_from_cache,
+            "compile_s": round(self.compile_s, 3),
+        }
+
+    def _infer(self, frames: np.ndarray, seconds_left: float | None) -> ModelOutput:  # runs to the end, always
+        out = outputs_by_name(self.request.infer({self.input_name: frames}))
+        return ModelOutput(out["logits"].astype(np.float32, copy=False), out["probs"].astype(np.float32, copy=False))
