@@ -119,6 +119,15 @@ class S2DNet(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad_(name != "pos_embed")
 
+    def disable_temporal_modelling(self) -> None:
+        """The ablation without temporal modelling: no TMAs, and no frame positions for them to use (a zero, frozen
+        temporal embedding), so the clip becomes a bag of frames: the model is exactly invariant to frame order."""
+        for block in self.prompt_blocks:
+            block.TMA = None
+        if self.temporal_embedding is not None:
+            self.temporal_embedding.data.zero_()
+            self.temporal_embedding.requires_grad_(False)
+
     def forward(self, clip: torch.Tensor, landmark_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Official signature: normalised clip [B, 3, T, H, W] and landmark maps [B*T, C_l, 14, 14]."""
         batch, channels, frames, height, width = clip.shape

@@ -209,13 +209,11 @@ def train_order(
     """Stage 2 on the temporal-order task from the static weights; `temporal=False` trains the ablation without TMAs
     and temporal embedding (exactly order-invariant). Returns the model and its held-out accuracy (chance 50%), and
     for the video model also that of its trained weights with temporal modelling removed."""
-    from s2d.training.train import disable_temporal_modelling
-
     torch.manual_seed(recipe.seed + 2)
     model = video_from_static(recipe, static, num_classes=2)
     lr_scales = dict(order.lr_scales)
     if not temporal:
-        disable_temporal_modelling(model.s2d)
+        model.s2d.disable_temporal_modelling()
         lr_scales.pop("temporal_embedding", None)  # the ablation has none
     train, train_y = order_clips(order.train_pairs, recipe.num_frames, recipe.seed * 10 + 5, order.expression)
     test, test_y = order_clips(order.test_pairs, recipe.num_frames, recipe.seed * 10 + 6, order.expression)
@@ -230,7 +228,7 @@ def train_order(
     metrics["test_clips"] = len(test)
     if temporal:  # the trained weights with TMAs and temporal embedding removed: what they owe to temporal modelling
         ablated = copy.deepcopy(model)
-        disable_temporal_modelling(ablated.s2d)
+        ablated.s2d.disable_temporal_modelling()
         metrics["order_ablated_test_accuracy"] = accuracy(ablated, test_x, test_y)
     log.info("%s: held-out %s", stage, metrics)
     return model, metrics

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from s2d.models import S2DNet, create_model
+from s2d.models import create_model
 from s2d.models.checkpoint import load_checkpoint, load_init_checkpoint, load_mobilefacenet_checkpoint, save_checkpoint
 
 from .config import TrainConfig
@@ -63,21 +63,11 @@ def build_model(cfg: TrainConfig, num_classes: int):
     else:
         log.warning("no landmark checkpoint configured: the landmark network keeps random (frozen) weights")
     if m.disable_tma:
-        disable_temporal_modelling(model.s2d)
+        model.s2d.disable_temporal_modelling()
     if m.train_backbone:
         model.s2d.unfreeze_backbone()
     model.set_grad_checkpointing(m.grad_checkpointing)
     return model
-
-
-def disable_temporal_modelling(net: S2DNet) -> None:
-    """The ablation without temporal modelling: no TMAs, and no frame positions for them to use (a zero, frozen
-    temporal embedding), so the clip becomes a bag of frames: the model is exactly invariant to frame order."""
-    for block in net.prompt_blocks:
-        block.TMA = None
-    if net.temporal_embedding is not None:
-        net.temporal_embedding.data.zero_()
-        net.temporal_embedding.requires_grad_(False)
 
 
 def build_criterion(cfg: TrainConfig, mixup: Mixup | None) -> nn.Module:

@@ -73,7 +73,7 @@ def clips_per_second(session, clip: np.ndarray, repeats: int = 3) -> float:
     return 1.0 / float(np.median(times))
 
 
-def _ort_version() -> str:
+def ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__

@@ -19,20 +19,20 @@ from s2d.training.export.fusion import fuse_attention
 from s2d.training.export.graph import INPUT_NAME, OUTPUT_NAMES, export_onnx, onnx_parity
 from s2d.training.export.measure import (
     EVAL_CLIPS,
-    _ort_version,
     agreement,
     clips_per_second,
     onnx_session,
+    ort_version,
     run_onnx,
     synthetic_clips,
     torch_logits,
 )
 from s2d.training.export.variants import (
-    _VARIANT_NOTES,
     DEFAULT_VARIANTS,
     FUSE_ATTENTION,
     PLAIN_FILE,
     VARIANT_FILES,
+    VARIANT_NOTES,
     VARIANT_PROVIDERS,
     convert_fp16,
     quantize_int8,
@@ -117,7 +117,7 @@ def write_model_folder(
         evaluation_name = f"{EVAL_CLIPS} synthetic face clips (training.export.synthetic_clips, seed 1)"
     evaluation_name = evaluation_name or f"{len(evaluation)} clips given by the caller"
     reference = torch_logits(model, evaluation)
-    specs, measured_on = {}, f"{cpu_name()}, onnxruntime {_ort_version()} CPUExecutionProvider, batch 1"
+    specs, measured_on = {}, f"{cpu_name()}, onnxruntime {ort_version()} CPUExecutionProvider, batch 1"
     for variant in variants:
         path = folder / VARIANT_FILES[variant]
         if variant == "fp16":
@@ -140,7 +140,7 @@ def write_model_folder(
             clips_per_s=clips_per_second(session, evaluation[0]) if timed else None,
             measured_on=measured_on if timed else None,
             measured_isa=isa_summary() if timed else None,
-            notes=_VARIANT_NOTES.get(variant, "") + (f" int8 method: {int8_method}." if variant == "int8" else ""),
+            notes=VARIANT_NOTES.get(variant, "") + (f" int8 method: {int8_method}." if variant == "int8" else ""),
             **figures,
         )
     plain_path.unlink()

@@ -148,7 +148,7 @@ def optimize_transformer(src: str | Path, dst: str | Path, num_heads: int, hidde
     return dst
 
 
-_VARIANT_NOTES = {
+VARIANT_NOTES = {
     "fp32": "Reference graph; figures are ONNX Runtime CPU vs PyTorch fp32.",
     "fp16": "For CUDA; figures measured with ONNX Runtime CPU's fp16 kernels vs PyTorch fp32, speed not timed here.",
     "int8": "For CPU: int8 MatMul/Gemm (convolutions stay fp32); figures vs PyTorch fp32.",
