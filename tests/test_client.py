@@ -37,18 +37,13 @@ from s2d.client import (
 )
 from s2d.harness.server import free_port, running_server
 from s2d.service.schemas import ClassifyResponse
-from tests.service_helpers import TEST_CLASSES, TEST_MODEL, build_store, make_video
+from tests.service_helpers import TEST_CLASSES, TEST_MODEL, make_video
 from tests.stream_helpers import aligned_frames, expect_shutdown_close
 from tests.test_service_hostile import wait_for_metric
 
 API_KEY = "client-key"
 FRAME_DELAY_MS = 40
 INFERENCE_DELAY_MS = 300
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,12 @@ import httpx
 import pytest
 
 from s2d.harness.server import running_server
-from tests.service_helpers import build_store
 
 API_KEY = "openapi-key-1"
 ST = Path(sys.executable).with_name("st")
 needs_schemathesis = pytest.mark.skipif(
     not ST.exists() and shutil.which("st") is None, reason="schemathesis is missing: pip install -e '.[dev]'"
 )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module", params=[API_KEY, None], ids=["with-key", "without-key"])

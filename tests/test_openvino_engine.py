@@ -25,7 +25,7 @@ from s2d.service.openvino_engine import (
     native_bf16,
 )
 from s2d.store import ModelStore
-from tests.service_helpers import TEST_CLASSES, TEST_MODEL, build_store, make_video
+from tests.service_helpers import TEST_CLASSES, TEST_MODEL, make_video
 
 # Largest |dprob| allowed against ONNX Runtime fp32 on the tiny model: fp32 differs by float rounding and operator
 # order only; bf16 rounds every matmul input to 8 significant bits.
@@ -34,11 +34,6 @@ BF16_PROB_TOLERANCE = 2e-2
 TOLERANCE = {"fp32": FP32_PROB_TOLERANCE, "bf16": BF16_PROB_TOLERANCE}
 NO_BF16 = f"this CPU has no bf16 unit ({' or '.join(BF16_FLAGS)} not in: {isa_summary()})"
 HAS_BF16 = "this CPU has a bf16 unit: bf16 is not refused here"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))  # shared with the other service tests
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s2d.harness.server import REPO, free_port, running_server, stop_process, wait_until_ready
 from s2d.service.gpu import GpuCollector, install_gpu_metrics, nvml_selector, open_gpu
-from tests.service_helpers import TEST_MODEL, build_store, make_video
+from tests.service_helpers import TEST_MODEL, make_video
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -128,11 +128,6 @@ def scrape_config(targets: list[str], key_file: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Fixtures: two servers, Prometheus, traffic
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))  # shared with the other service tests
 
 
 @pytest.fixture(scope="module")

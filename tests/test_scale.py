@@ -42,7 +42,7 @@ from s2d.harness.stack import (
     running_stack,
 )
 from s2d.service.settings import Settings
-from tests.service_helpers import build_store, make_video
+from tests.service_helpers import make_video
 from tests.test_deploy import _compose, docker_compose  # noqa: F401 - docker_compose is a fixture used below
 from tests.test_prometheus import Prometheus, needs_prometheus
 
@@ -53,11 +53,6 @@ STREAM_FRAMES = (2, 3, 5, 9)  # frames per stream: every split of them over two 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Fixtures
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))  # shared with the other service tests
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,12 @@ from s2d.harness.server import REPO, free_port, running_server
 from tests.service_helpers import (
     TEST_CLASSES,
     TEST_MODEL,
-    build_store,
     make_audio_only,
     make_video,
 )
 
 API_KEY = "test-key-123"
 UPLOAD_LIMIT = 2 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import av
-import pytest
 
 from s2d.harness.server import REPO
-from tests.service_helpers import TEST_CLASSES, build_store, make_video
+from tests.service_helpers import TEST_CLASSES, make_video
 from tests.test_service import _two_faces_video
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 def s2d(*args: str) -> subprocess.CompletedProcess:

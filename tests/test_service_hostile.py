@@ -19,21 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 
 from s2d.harness.server import running_server
-from tests.service_helpers import build_store, make_video
+from tests.service_helpers import make_video
 from tests.stream_helpers import StreamClient
 from tests.test_service import assert_error, classify, metric_value
 
 ACTIVE = 2  # max_active_requests
 GRACE_S = 2.0  # upload_grace_s
 MIN_RATE = 1000.0  # upload_min_bytes_per_s: 10 bytes are due by GRACE_S + 0.01 s
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 def stalled_upload(url: str, length: int = 1_000_000, sent: bytes = b"0123456789") -> socket.socket:

@@ -17,13 +17,8 @@ import httpx
 import pytest
 
 from s2d.harness.server import running_server
-from tests.service_helpers import TEST_MODEL, build_store, make_video
+from tests.service_helpers import TEST_MODEL, make_video
 from tests.test_service import assert_error, classify, metric_value
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module")

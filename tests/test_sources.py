@@ -29,7 +29,7 @@ from s2d.client import Client, NotFoundError, RequestError
 from s2d.harness.server import REPO, free_port, running_server
 from s2d.service.schemas import SourceInfo
 from tests.faces_helpers import write_video
-from tests.service_helpers import TEST_CLASSES, build_store, make_video
+from tests.service_helpers import TEST_CLASSES, make_video
 from tests.stream_helpers import expect_shutdown_close, face_frames
 from tests.test_service import metric_value
 
@@ -132,11 +132,6 @@ def silent_listener() -> Iterator[int]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Fixtures
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import httpx
@@ -24,18 +23,13 @@ from s2d.service.errors import ProtocolError
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 from s2d.service.streams import Outbox, decode_image, pack_frame
 from tests.faces_helpers import astronaut_face
-from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S, build_store
+from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
 
 API_KEY = "stream-key-1"
 MAX_STREAMS = 4
 MAX_FRAME_BYTES = 200_000
 IDLE_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
 
 
 @pytest.fixture(scope="module")
