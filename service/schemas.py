@@ -72,10 +72,22 @@ class Prediction(BaseModel):
                    probs={c: value(p) for c, p in zip(classes, probs, strict=True)})  # fmt: skip
 
 
+class FaceAtFrame(BaseModel):
+    """Where the face was in one frame of the window."""
+
+    t: float = Field(description="seconds from the start of the video: the window's middle sampled frame")
+    box: list[float] = Field(description="face box, x1 y1 x2 y2 pixels")
+    keypoints: list[list[float]] = Field(
+        description="five keypoints [x, y] in pixels: image-left eye, image-right eye, nose, left and right mouth "
+        "corner"
+    )
+
+
 class WindowResult(Prediction):
     t_start: float = Field(description="seconds from the start of the video", examples=[0.0])
     t_end: float = Field(examples=[2.0])
     box: list[float] | None = Field(None, description="median face box over the window, x1 y1 x2 y2 pixels")
+    middle: FaceAtFrame | None = Field(None, description="the face at the window's middle frame (faces mode)")
     smoothed: Prediction | None = Field(
         None, description="after smoothing (when asked for); the raw result stays above"
     )

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from s2d.cli.common import add_pipeline_args, pipeline_options, pipeline_settings
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the REST service (settings: S2D_* variables, --settings FILE, and the flags given here)."""
@@ -31,10 +33,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = Path(args.video)
     if not source.exists():
         raise FileNotFoundError(f"no such video or frame folder: {source}")
-    options = dict(
-        model=args.model, mode=args.mode, window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
-        smoothing=args.smoothing, ema_alpha=args.ema_alpha,
-    )  # fmt: skip
+    options = pipeline_options(args, args.model)
     result = _predict_remote(source, options, args) if args.server else _predict_here(source, options, args)
     if isinstance(result, int):
         return result
@@ -48,18 +47,8 @@ def _predict_here(source: Path, options: dict, args: argparse.Namespace):
     from s2d.service.inference import ProviderUnavailableError
     from s2d.service.predict import predict_video
     from s2d.service.schemas import ClassifyOptions
-    from s2d.service.settings import load_settings
 
-    overrides: dict = {"warmup": False}
-    if args.store:
-        overrides["model_store"] = args.store
-    if args.model:
-        overrides["models"] = [args.model]
-    if args.providers:
-        overrides["providers"] = args.providers
-    if args.detector:
-        overrides["detector"] = args.detector
-    settings = load_settings(args.settings, **overrides)
+    settings = pipeline_settings(args, **({"models": [args.model]} if args.model else {}))
     if not args.model:  # load only the store's default model, not every model in it
         from s2d.store import ModelStore
 
@@ -139,16 +128,8 @@ def add_commands(commands) -> None:
     predict.add_argument("video", help="video file, or (with --mode aligned) a folder of aligned face frames")
     predict.add_argument("-o", "--output", help="output folder (default: the current folder)")
     predict.add_argument("--model", help="model name in the store (default: the store's default model)")
-    predict.add_argument("--store", help="model store folder (default: $S2D_MODEL_STORE or ~/.cache/s2d/models)")
-    predict.add_argument("--mode", default="faces", choices=("faces", "aligned"), help="aligned: frames are face crops")
-    predict.add_argument("--window-seconds", type=float, help="default: the model card's")
-    predict.add_argument("--hop-seconds", type=float, help="default: half a window")
-    predict.add_argument("--smoothing", default="none", choices=("none", "ema"))
-    predict.add_argument("--ema-alpha", type=float, default=0.5)
+    add_pipeline_args(predict)
     predict.add_argument("--fps", type=float, default=25.0, help="frame rate of a frame folder (default 25)")
-    predict.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default cpu)")
-    predict.add_argument("--detector", help="face detector backend (default: mtcnn)")
-    predict.add_argument("--settings", help="service settings file (.toml or .env)")
     predict.add_argument("--no-plot", action="store_true", help="skip the PNG timeline")
     predict.add_argument("--annotate", action="store_true", help="also write the video with boxes and labels")
     add_server_args(predict)

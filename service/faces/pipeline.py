@@ -53,7 +53,7 @@ class FacePipeline:
         if tracks:
             crops = align_faces(frame.image, np.stack([tr.keypoints for tr in tracks]), self.crop_size)
             for track, crop in zip(tracks, crops, strict=True):
-                windows += self.windows.push(track.track_id, frame.t, crop, track.box)
+                windows += self.windows.push(track.track_id, frame.t, crop, track.box, track.keypoints)
         return tracks, windows
 
     def flush(self) -> list[Window]:

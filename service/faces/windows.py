@@ -27,12 +27,13 @@ class Window:
     boxes: np.ndarray  # float32 [T, 4] face boxes in frame pixels
     timestamps: np.ndarray  # float64 [T] seconds of the frames used
     padded: bool = False  # the track ended before t_end: its last frame repeats
+    keypoints: np.ndarray | None = None  # float32 [T, 5, 2] face keypoints in frame pixels, when the source has them
 
 
 @dataclass
 class _TrackBuffer:
     next_start: float
-    items: deque = field(default_factory=deque)  # (t, crop [224, 224, 3], box [4])
+    items: deque = field(default_factory=deque)  # (t, crop [224, 224, 3], box [4], keypoints [5, 2] or None)
     covered_until: float = -np.inf  # end of the last emitted window
 
 
@@ -47,12 +48,15 @@ class WindowBuilder:
         self._offsets = (np.arange(num_frames) + 0.5) * (self.window_seconds / num_frames)  # bin centres
         self._tracks: dict[int, _TrackBuffer] = {}
 
-    def push(self, track_id: int, t: float, crop: np.ndarray, box: np.ndarray) -> list[Window]:
+    def push(
+        self, track_id: int, t: float, crop: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None
+    ) -> list[Window]:
         """Add one aligned crop of a track at time t (seconds); returns the windows completed by it."""
         buf = self._tracks.get(track_id)
         if buf is None:
             buf = self._tracks[track_id] = _TrackBuffer(next_start=t)
-        buf.items.append((t, crop, np.asarray(box, np.float32)))
+        points = None if keypoints is None else np.array(keypoints, np.float32)
+        buf.items.append((t, crop, np.asarray(box, np.float32), points))
         out = []
         while t >= buf.next_start + self._offsets[-1]:
             out.append(self._emit(track_id, buf, padded=False))
@@ -72,6 +76,7 @@ class WindowBuilder:
         times = np.array([item[0] for item in buf.items])
         targets = buf.next_start + self._offsets
         pick = _nearest(times, targets)
+        keypoints = [buf.items[i][3] for i in pick]
         window = Window(
             track_id=track_id,
             t_start=buf.next_start,
@@ -80,6 +85,7 @@ class WindowBuilder:
             boxes=np.stack([buf.items[i][2] for i in pick]),
             timestamps=times[pick],
             padded=padded and bool(targets[-1] > times[-1]),
+            keypoints=None if any(k is None for k in keypoints) else np.stack(keypoints),
         )
         buf.covered_until = window.t_end
         buf.next_start += self.hop_seconds
