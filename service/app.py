@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from s2d.service.auth import KeyRing
 from s2d.service.errors import (
     HTTPStatusError,
     InvalidParametersError,
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(RequestContextMiddleware, api_key=api_key)  # outermost: ids and auth before anything else
+    keys = KeyRing.from_settings(settings)  # a keys file that does not parse stops the start-up, with its reason
+    keys.reload_on_sighup()
+    app.add_middleware(RequestContextMiddleware, keys=keys)  # outermost: ids and auth before anything else
     return app

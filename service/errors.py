@@ -30,6 +30,12 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class ForbiddenError(ServiceError):
+    """A known API key without the scope the route needs (service.auth)."""
+
+    status, code = 403, "forbidden"
+
+
 class BadRequestError(ServiceError):
     status, code = 400, "bad_request"
 
@@ -157,6 +163,12 @@ class BusyError(RetryLaterError):
     status, code = 429, "busy"
 
 
+class RateLimitedError(RetryLaterError):
+    """An API key over its own limit (requests per second, or streams open at once; service.auth)."""
+
+    status, code = 429, "rate_limited"
+
+
 class NotReadyError(ServiceError):
     status, code = 503, "not_ready"
 
@@ -231,8 +243,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "undecodable media or a malformed request (codes: undecodable, bad_request)",
         401: "missing or wrong API key (code: unauthorized)",
-        403: "server-side sources are off, or the URL's host is not allowed (codes: sources_disabled, "
-        "source_not_allowed)",
+        403: "the API key lacks the route's scope, server-side sources are off, or the URL's host is not allowed "
+        "(codes: forbidden, sources_disabled, source_not_allowed)",
         404: "no such model or source (codes: unknown_model, not_found)",
         408: "the upload was too slow or stalled; the connection is closed (code: upload_timeout)",
         409: "as many sources as allowed are running (code: too_many_sources)",
@@ -240,8 +252,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "not a video format the service reads (code: unsupported_media)",
         422: "invalid parameters, or a source URL scheme other than rtsp(s) or http(s) (codes: invalid_parameters, "
         "unsupported_scheme)",
-        429: "busy: the inference queue (this process's, or Triton's), the request or the upload limit is full; see "
-        "Retry-After (code: busy)",
+        429: "busy: the inference queue (this process's, or Triton's), the request or the upload limit is full; or "
+        "the API key is over its rate limit; see Retry-After (codes: busy, rate_limited)",
         502: "the inference server (Triton) failed the request; its answer is in the server log (code: "
         "inference_failed)",
         503: "models not loaded and warmed up yet, the server is shutting down, or the inference server (Triton) "

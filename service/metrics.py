@@ -27,6 +27,9 @@ HTTP_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 ERRORS = Counter("s2d_errors_total", "Error responses by stable error code", ["code"])
+# Per API key, by its name (never the key; service.auth): "-" for requests without a known key.
+KEY_REQUESTS = Counter("s2d_key_requests_total", "HTTP requests by API key name and status", ["key", "status"])
+KEY_STREAMS = Gauge("s2d_key_streams", "WebSockets open by API key name", ["key"])
 
 QUEUE_WAIT = Histogram(
     "s2d_inference_queue_wait_seconds",

@@ -1,6 +1,8 @@
-"""The OpenAPI description is the API: schemathesis (a schema fuzzer) against a real server process, with and without
-the API key, finds no server error and no response that breaks the spec; the spec carries the security schemes, the
-401 of protected routes and the settings' parameter limits; a 405 names the allowed methods."""
+"""The OpenAPI description is the API: schemathesis (a schema fuzzer) against a real server process, with the single
+API key, with a named key that lacks some scopes (service.auth: its 403s must be in the spec too) and without a key,
+finds no server error and no response that breaks the spec; the spec carries the security schemes with each
+operation's scope, the 401 / 403 / 429 of protected routes and the settings' parameter limits; a 405 names the
+allowed methods."""
 
 from __future__ import annotations
 
@@ -13,17 +15,29 @@ import httpx
 import pytest
 
 from s2d.harness.server import running_server
+from s2d.service.auth import key_digest
 
 API_KEY = "openapi-key-1"
+SCOPED_KEY, SCOPED_SCOPES = "openapi-scoped-key", ["classify", "models:read", "metrics"]  # no sources, no stream
 ST = Path(sys.executable).with_name("st")
 needs_schemathesis = pytest.mark.skipif(
     not ST.exists() and shutil.which("st") is None, reason="schemathesis is missing: pip install -e '.[dev]'"
 )
 
 
-@pytest.fixture(scope="module", params=[API_KEY, None], ids=["with-key", "without-key"])
-def server(store, request):
-    with running_server(store, api_key=request.param, max_upload_bytes=2_000_000, min_hop_seconds=0.5) as srv:
+@pytest.fixture(scope="module", params=["with-key", "scoped-key", "without-key"])
+def server(store, request, tmp_path_factory):
+    settings = dict(max_upload_bytes=2_000_000, min_hop_seconds=0.5)
+    if request.param == "with-key":
+        settings["api_key"] = API_KEY
+    elif request.param == "scoped-key":
+        keys = tmp_path_factory.mktemp("keys") / "keys.toml"
+        scopes = ", ".join(f'"{s}"' for s in SCOPED_SCOPES)
+        keys.write_text(f'[[keys]]\nname = "fuzzer"\nsha256 = "{key_digest(SCOPED_KEY)}"\nscopes = [{scopes}]\n')
+        settings["api_keys_file"] = keys
+    with running_server(store, **settings) as srv:
+        if request.param == "scoped-key":
+            srv.api_key = SCOPED_KEY  # what the fuzzer and the spec requests send
         yield srv
 
 
@@ -61,7 +75,10 @@ def test_the_spec_names_the_api_key_the_401s_and_the_hop_limit(server):
         assert "securitySchemes" not in spec.get("components", {})
         return
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
-    assert paths["/v1/classify"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert paths["/v1/classify"]["post"]["security"] == [{"bearer": ["classify"]}, {"apiKey": ["classify"]}]
+    assert {"401", "403", "429"} <= set(paths["/v1/sources"]["get"]["responses"])
+    sources = httpx.get(f"{server.url}/v1/sources", headers=server.headers, timeout=10)
+    assert sources.status_code == 403  # sources are off, or (the scoped key) the key lacks the scope
     assert paths["/healthz"]["get"]["security"] == [] and paths["/readyz"]["get"]["security"] == []
     assert "401" in paths["/metrics"]["get"]["responses"]
     assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401  # what the spec now says

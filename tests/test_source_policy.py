@@ -28,7 +28,6 @@ from s2d.harness.server import running_server
 from s2d.service.errors import SourceNotAllowedError
 from s2d.service.sources.policy import AllowList
 from tests.faces_helpers import write_video
-from tests.service_helpers import build_store
 from tests.stream_helpers import face_frames
 from tests.test_sources import FPS, _Quiet, make_hls, until
 
@@ -192,8 +191,7 @@ def resolver() -> Iterator[RebindingDns]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, resolver) -> Iterator[Client]:
-    store = build_store(str(tmp_path_factory.getbasetemp() / "service-store"))
+def client(store, resolver) -> Iterator[Client]:
     settings = dict(
         warmup=False, sources_enabled=True, sources_allow=[ALLOWED], sources_dns_server=resolver.address,
         sources_max_fps=5, sources_backoff_s=[0.2, 0.5], sources_max_attempts=2, sources_open_timeout_s=2.0,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from s2d.cli import analyze, bench, model, serving, store, training, watch, weights
+from s2d.cli import analyze, bench, keys, model, serving, store, training, watch, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2d", description="S2D facial expression recognition on video")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (model, training, store, weights, serving, analyze, watch):
+    for group in (model, training, store, weights, serving, analyze, watch, keys):
         group.add_commands(commands)
     # `s2d bench ...` is handed whole to bench/suite.py by main(); this entry is for `s2d -h`.
     commands.add_parser("bench", help="benchmark suite: [--quick|--full] [--only NAME ...] [--out DIR]", add_help=False)

@@ -10,10 +10,11 @@ import time
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from s2d.service import metrics
 from s2d.service.analysis import analyse_video
+from s2d.service.auth import require_scope
 from s2d.service.deps import StateDep
 from s2d.service.errors import BusyError, DeadlineError, error_responses
 from s2d.service.registry import LoadedModel
@@ -22,7 +23,7 @@ from s2d.service.state import AppState
 from s2d.service.uploads import Upload, UploadAborted, receive_upload
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["classification"])
+router = APIRouter(prefix="/v1", tags=["classification"], dependencies=[Depends(require_scope("classify"))])
 
 _BODY = {
     "required": True,

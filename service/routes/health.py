@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from s2d.service.auth import require_scope
 from s2d.service.deps import RegistryDep, ShutdownDep
 from s2d.service.errors import InferenceUnavailableError, NotReadyError, ShuttingDownError, error_responses
 from s2d.service.schemas import HealthResponse
@@ -42,6 +43,7 @@ async def readyz(registry: RegistryDep, shutdown: ShutdownDep) -> HealthResponse
     summary="Prometheus metrics (text exposition format)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"}, **error_responses(401)},
+    dependencies=[Depends(require_scope("metrics"))],
 )
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

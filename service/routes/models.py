@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from s2d.service.auth import require_scope
 from s2d.service.deps import RegistryDep
 from s2d.service.errors import error_responses
 from s2d.service.schemas import ModelsResponse
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_scope("models:read"))])
 
 
 @router.get(

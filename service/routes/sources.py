@@ -8,9 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, Depends, Query, WebSocket
 from fastapi.responses import StreamingResponse
 
+from s2d.service.auth import require_scope
 from s2d.service.deps import SettingsDep, ShutdownDep, SourceManagerDep, SourcesDep
 from s2d.service.errors import ServiceError, error_responses
 from s2d.service.routes.stream import refuse, send_events
@@ -18,7 +19,7 @@ from s2d.service.schemas import SourceInfo, SourceList, SourceRequest, SourceRes
 from s2d.service.sources import Source
 from s2d.service.streams import CLOSE_POLICY, Outbox, drain_task, dumps, event_type
 
-router = APIRouter(prefix="/v1", tags=["sources"])
+router = APIRouter(prefix="/v1", tags=["sources"], dependencies=[Depends(require_scope("sources"))])
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet connection
 
 

@@ -8,11 +8,12 @@ import json
 import logging
 import time
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from s2d.service import metrics
 from s2d.service.analysis import resolve_window
+from s2d.service.auth import require_scope
 from s2d.service.deps import StateDep
 from s2d.service.errors import NotReadyError, ServiceError, UnknownModelError
 from s2d.service.state import SHUTTING_DOWN, AppState
@@ -31,7 +32,7 @@ from s2d.service.streams import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_scope("stream"))])
 
 
 async def refuse(ws: WebSocket, code: int, reason: str, error_code: str) -> None:
