@@ -4,9 +4,11 @@ and accuracy on labelled videos for two models."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,10 +29,12 @@ OTHER_MODEL = "tiny_other"  # a second model (another depth: other random weight
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = str(tmp_path_factory.getbasetemp() / "analyze-store")
-    build_store(root)
-    return build_store(root, name=OTHER_MODEL, depth=2)
+def store(store, tmp_path_factory) -> Path:
+    """The shared store's tiny model and a second one, in a store of their own."""
+    root = tmp_path_factory.getbasetemp() / "analyze-store"
+    if not (root / TEST_MODEL).is_dir():
+        shutil.copytree(store / TEST_MODEL, root / TEST_MODEL)
+    return build_store(str(root), name=OTHER_MODEL, depth=2)
 
 
 def analyze(*args, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
@@ -201,6 +205,69 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_finishes_the_rest(store, tmp_path
     assert sorted(table["path"]) == sorted(map(str, videos)) and (table["status"] == "ok").all()
     assert not windows.duplicated(["video_key", "model", "track_id", "t_start"]).any()
     assert windows.groupby("video_key").size().to_dict() == dict(zip(table["video_key"], table["windows"], strict=True))
+
+
+def _worker_processes(parent: int) -> list[int]:
+    """The pool's worker processes among the children of `parent` (not multiprocessing's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_worker_killed_mid_video_fails_that_video_only(store, tmp_path):
+    """SIGKILL to the worker process as soon as it exists: it already holds the first video (the pool starts its
+    workers when a video is handed out; that video takes >= 1.5 s a window). That video is recorded as failed, a new
+    worker does the rest, the exit status says so, and the next run redoes it."""
+    videos = _videos(tmp_path / "videos", 3)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "s2d", "analyze", str(tmp_path / "videos"), "-o", str(out), "--store",
+               str(store), "--model", TEST_MODEL, "--workers", "1"]  # fmt: skip
+    slow = {**os.environ, "S2D_FAULT_INFERENCE_DELAY_MS": "1500"}
+    process = subprocess.Popen(command, cwd=REPO, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (workers := _worker_processes(process.pid)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 1, stderr
+    table = load(out).videos
+    assert sorted(table["status"]) == ["failed", "ok", "ok"], table[["path", "status", "error_code"]]
+    assert table.loc[table["status"] == "failed", "error_code"].tolist() == ["worker_died"]
+    assert f":{workers[0]}" not in " ".join(table["worker"].dropna())  # the rest: a new worker process
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "1 ok; 2 done before" in again.stdout, again.stderr
+    assert sorted(load(out).videos["path"]) == sorted(map(str, videos))
+
+
+def test_progress_is_one_line_on_a_terminal_and_log_lines_otherwise():
+    from s2d.batch.progress import Progress
+    from s2d.batch.worker import Record
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    records = [Record("a", {"status": "ok", "duration_s": 4.0, "windows": 7, "path": "a.mp4"}),
+               Record("b", {"status": "failed", "error_code": "undecodable", "path": "b.mp4"})]  # fmt: skip
+    for stream in (Terminal(), io.StringIO()):
+        progress = Progress(total=3, skipped=1, stream=stream)
+        for record in records:
+            progress.update(record)
+        progress.close()
+        text = stream.getvalue()
+        assert "2/3 videos (1 failed, 1 done before)" in text and "video-s/s, ETA" in text
+        if isinstance(stream, Terminal):
+            assert text.count("\r") == 2 and text.count("\n") == 1  # one line, rewritten
+        else:
+            assert text.splitlines()[1].startswith("[2/3] failed (undecodable) b.mp4")
 
 
 def test_a_manifest_carries_its_columns_and_csv_tables_load_the_same(store, tmp_path):

@@ -51,9 +51,17 @@ class LocalPool:
             self._close(abandon=bool(inflight))
 
     def _submit(self, job: Job) -> Future:
-        future = self._pool.submit(_run, job)
+        try:
+            future = self._pool.submit(_run, job)
+        except BrokenProcessPool:  # a worker died between videos: nothing was lost with it
+            self._replace_pool()
+            future = self._pool.submit(_run, job)
         future.pool = self._pool  # which pool ran it: a broken pool is replaced once, not once per lost video
         return future
+
+    def _replace_pool(self) -> None:
+        self._close(abandon=True)
+        self._pool = self._new_pool()
 
     @staticmethod
     def _finished(futures: list[Future]) -> list[Future]:
@@ -67,8 +75,7 @@ class LocalPool:
         except BrokenProcessPool as err:
             log.error("a worker process died while %s was in flight: %s", job.video.path, err)
             if future.pool is self._pool:
-                self._close(abandon=True)
-                self._pool = self._new_pool()
+                self._replace_pool()
             return failed_record(job, "worker_died", "a worker process died while this video was in flight")
 
     def _close(self, abandon: bool) -> None:
