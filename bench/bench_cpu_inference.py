@@ -1,13 +1,15 @@
-"""CPU inference target (issues 10, 19): s2d_base clips/s on this CPU, PyTorch fp32 eager vs ONNX Runtime variants,
-side by side in one run, with each variant's agreement with PyTorch fp32. Target (issue 19): >= 6x PyTorch fp32
-clips/s on a CPU with AVX-512 VNNI or AMX, >= 2.5x on one without, at >= 99% top-1 agreement; the script prints the
-CPU's instruction sets and PASS or FAIL per variant.
+"""CPU inference target (issues 10, 19, 28): s2d_base clips/s on this CPU, PyTorch fp32 eager vs ONNX Runtime
+variants vs OpenVINO (bf16, fp32), side by side in one run, with each engine's agreement with PyTorch fp32. Target
+(issue 28): >= 6x PyTorch fp32 clips/s on a CPU with AMX, >= 3x on AVX-512 without AMX, >= 1.5x on AVX2 only, at
+>= 99% top-1 agreement; the script prints the CPU's instruction sets and PASS or FAIL per engine.
 
     python bench/bench_cpu_inference.py                         # s2d_base, random weights (seed 0) + fitted head
     python bench/bench_cpu_inference.py --checkpoint runs/x/best.safetensors --fit-clips 0   # trained weights
     python bench/bench_cpu_inference.py --variant s2d_tiny --eval-clips 4 --fit-clips 4     # quick look
     python bench/bench_cpu_inference.py --int8 int8,int8-attention,int8-fused,int8-static --profile ort-int8
     python bench/bench_cpu_inference.py --variant s2d_base,s2d_small,frame-baseline --eval-clips 64 --batches 4 8
+    python bench/bench_cpu_inference.py --eval-clips 6 --agreement-clips 64 --agreement-engines ov-bf16,ort-int8 \
+        --int8 int8 --openvino bf16,fp32 --service-threads-only --peak     # issue 28, in ~10 minutes on 2 cores
 
 How it measures (each model of `--variant` in turn, the matmul ceilings once for all):
 - The per-frame baseline (`frame-baseline`) is the served one, built from the cached `fer` weights
@@ -21,13 +23,19 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   `--fit-clips N` (default 8) the classifier head is replaced, before export, by a ridge-regression head fitted on the
   PyTorch fp32 clip features of N synthetic face clips (labels = their expression), on standardised features: the
   fp32 predictions then vary across clips and their margins are those of a fitted linear read-out.
+- OpenVINO ("ov-bf16", "ov-fp32"; `--openvino`) compiles the same exported fp32 ONNX file at that inference
+  precision hint, as the service's engine does (`service.openvino_engine.compile_for_cpu`); bf16 only where OpenVINO
+  reports native bf16 (AMX or AVX-512 BF16).
 - Timing is interleaved: for each evaluation clip, every engine runs that clip (batch 1) once, so load from other
   processes falls on all engines alike; the logits of the timed calls are the agreement figures. Per engine: median
   clips/s and its spread (min..max) over the clips, after one untimed warm-up call. Speedups: ratio of medians
   ("x pt-fp32") and ratio of best calls ("x best", the least-disturbed figure on a shared machine); the target
   verdict uses the smaller of the two.
 - Agreement: top-1 agreement with PyTorch fp32, max |dlogit|, max |dprob|, and agreement on the clips whose fp32
-  class is not the most common fp32 class (the ones a constant prediction would not get right).
+  class is not the most common fp32 class (the ones a constant prediction would not get right). `--agreement-clips N`
+  (more than `--eval-clips`) runs the clips beyond the timed ones untimed, in batches, through PyTorch fp32 and the
+  `--agreement-engines`, whose agreement is then over N clips (the others': over the timed clips); each row says
+  over how many.
 - `--no-spinning ENGINES`: those ORT engines run a second time with idle intra-op threads asleep, as the service
   runs them ("-nospin"), since spinning threads take cores from other processes on a shared machine.
 - `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), which
@@ -49,9 +57,10 @@ import numpy as np
 from s2d.harness.measure import machine, time_call, write_report
 from s2d.machine import isa_summary
 
-# Issue 19: int8 units (VNNI, AMX) allow more than AVX2's; the target is set by the CPU the run is on.
-TARGET_SPEEDUP_INT8_UNITS = 6.0
-TARGET_SPEEDUP_AVX2 = 2.5
+# Issue 28: the target is set by the CPU the run is on: AMX (int8 and bf16 tiles), AVX-512, AVX2 only.
+TARGET_SPEEDUP_AMX = 6.0
+TARGET_SPEEDUP_AVX512 = 3.0
+TARGET_SPEEDUP_AVX2 = 1.5
 TARGET_AGREEMENT = 0.99
 # int8 recipes compared (name -> quantize_int8 keyword arguments; "fused": start from the transformer optimiser's
 # graph). "int8" is the one training.export ships.
@@ -70,8 +79,10 @@ INT8_RECIPES = {
 
 
 def target_speedup(isa: str) -> float:
-    units = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(isa.split())
-    return TARGET_SPEEDUP_INT8_UNITS if units else TARGET_SPEEDUP_AVX2
+    flags = set(isa.split())
+    if {"amx_int8", "amx_bf16"} & flags:
+        return TARGET_SPEEDUP_AMX
+    return TARGET_SPEEDUP_AVX512 if "avx512f" in flags else TARGET_SPEEDUP_AVX2
 
 
 @dataclass
@@ -117,6 +128,31 @@ def ort_engine(name: str, path: Path, threads: int, spinning: bool = True) -> En
     return Engine(name, run, f"onnxruntime CPU, {path.name}, {threads} intra-op threads{spin}")
 
 
+def openvino_engine(path: Path, precision: str, threads: int) -> Engine:
+    """The exported fp32 ONNX file compiled by OpenVINO at `precision`, as the service's OpenVINO engine runs it."""
+    import openvino
+
+    from s2d.service.openvino_engine import compile_for_cpu, outputs_by_name
+
+    request = compile_for_cpu(path, precision, threads).create_infer_request()
+
+    def run(clips: np.ndarray) -> np.ndarray:
+        return outputs_by_name(request.infer({"frames": clips}))["logits"]
+
+    note = f"OpenVINO {openvino.get_version().split('-')[0]} CPU, {path.name}, {precision} hint, {threads} threads"
+    return Engine(f"ov-{precision}", run, note)
+
+
+def openvino_engines(path: Path, precisions: list[str], threads: int) -> list[Engine]:
+    """OpenVINO at each precision this CPU runs natively (bf16 is skipped, and said so, where it has no bf16 unit)."""
+    from s2d.service.openvino_engine import native_bf16
+
+    if "bf16" in precisions and not native_bf16():
+        print(f"  ov-bf16 skipped: OpenVINO reports no native bf16 on this CPU ({isa_summary()})", flush=True)
+        precisions = [p for p in precisions if p != "bf16"]
+    return [openvino_engine(path, p, threads) for p in precisions]
+
+
 def ort_engines(paths: dict[str, Path], threads: int, no_spinning: list[str], spinning: bool = True) -> list[Engine]:
     """Every exported variant (ORT's default: idle threads spin; not with `spinning` False), and again without
     spinning for `no_spinning`."""
@@ -155,9 +191,13 @@ def margin_stats(logits: np.ndarray) -> dict:
 
 
 def agreement_figures(reference: np.ndarray, logits: np.ndarray) -> dict:
+    """Against `reference` (PyTorch fp32 logits), over the first len(logits) clips (an engine left out of the
+    untimed agreement clips has only the timed ones)."""
     from s2d.training.export import agreement
 
+    reference = reference[: len(logits)]
     figures = agreement(reference, logits)
+    figures["agreement_clips"] = len(logits)
     ref_top1 = reference.argmax(-1)
     varying = ref_top1 != np.bincount(ref_top1).argmax()  # clips a constant prediction would get wrong
     figures["varying_clips"] = int(varying.sum())
@@ -179,6 +219,16 @@ def interleaved(engines: list[Engine], clips: np.ndarray) -> tuple[dict[str, lis
             seconds[engine.name].append(timing["median_s"])
         print(f"  clip {i + 1}/{len(clips)}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in seconds.items()), flush=True)
     return seconds, {k: np.concatenate(v) for k, v in logits.items()}
+
+
+def agreement_only(engines: list[Engine], clips: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """Logits of `clips` through every engine, untimed, `batch` clips per call: agreement beyond the timed clips."""
+    logits: dict[str, list[np.ndarray]] = {e.name: [] for e in engines}
+    for start in range(0, len(clips), batch):
+        for engine in engines:
+            logits[engine.name].append(engine.run(np.ascontiguousarray(clips[start : start + batch])))
+        print(f"  agreement clips {min(start + batch, len(clips))}/{len(clips)}", flush=True)
+    return {k: np.concatenate(v) for k, v in logits.items()}
 
 
 def batch_timing(engines: list[Engine], clips: np.ndarray, batch: int, repeats: int) -> dict[str, dict]:
@@ -205,27 +255,33 @@ def summary(seconds: list[float], batch: int) -> dict:
     }
 
 
-def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of one ViT-B MLP matmul (16 frames x 197 tokens, 768 -> 3072): PyTorch fp32, ORT fp32, ORT dynamic int8
-    (counted as the fp32 FLOPs it replaces). The ceiling any engine can reach on the clip's matmuls."""
+def matmul_peaks(threads: int, repeats: int = 5, openvino_precisions: tuple[str, ...] = ()) -> dict[str, float]:
+    """GFLOP/s of one ViT-B MLP's two matmuls (16 frames x 197 tokens, 768 -> 3072 -> 768, no activation between):
+    PyTorch fp32, ORT fp32, ORT dynamic int8 (counted as the fp32 FLOPs it replaces), OpenVINO at
+    `openvino_precisions` (bf16: the bf16 ceiling). The ceiling any engine can reach on the clip's matmuls. A pair,
+    not one matmul: an engine that computes in bf16 converts the graph's fp32 input and output, which a lone matmul
+    pays for in full and a real block shares across its matmuls."""
     import onnx
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
+    from s2d.service.openvino_engine import compile_for_cpu
     from s2d.training.export import quantize_int8
 
     m, k, n = 16 * 197, 768, 3072
     rng = np.random.default_rng(0)
-    x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32) * 0.02
-    flops = 2.0 * m * k * n
-    peaks = {"pytorch-fp32": flops / time_call(lambda: torch.from_numpy(x) @ torch.from_numpy(w), repeats)["median_s"]}
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    w1, w2 = (rng.standard_normal(shape, dtype=np.float32) * 0.02 for shape in ((k, n), (n, k)))
+    flops = 2 * 2.0 * m * k * n
+    tx, tw1, tw2 = (torch.from_numpy(a) for a in (x, w1, w2))
+    peaks = {"pytorch-fp32": flops / time_call(lambda: (tx @ tw1) @ tw2, repeats)["median_s"]}
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "mlp_matmul",
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
+        "mlp_matmuls",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(w, "w")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, k])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -235,6 +291,9 @@ def matmul_peaks(threads: int, repeats: int = 5) -> dict[str, float]:
         for name, path in (("ort-fp32", fp32), ("ort-int8", quantize_int8(fp32, Path(tmp) / "mm.int8.onnx"))):
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             peaks[name] = flops / time_call(lambda s=session: s.run(None, {"x": x}), repeats)["median_s"]
+        for precision in openvino_precisions:  # the bf16 ceiling (AMX / AVX-512 BF16), and OpenVINO's fp32
+            request = compile_for_cpu(fp32, precision, threads).create_infer_request()
+            peaks[f"ov-{precision}"] = flops / time_call(lambda r=request: r.infer({"x": x}), repeats)["median_s"]
     return {k: v / 1e9 for k, v in peaks.items()}
 
 
@@ -358,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=None, help="T (default: the config's, 16)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-clips", type=int, default=8, help="timed clips, also the agreement set")
+    parser.add_argument(
+        "--agreement-clips", type=int, default=0, help="agreement over this many clips (> --eval-clips: untimed extra)"
+    )
+    parser.add_argument(
+        "--agreement-engines", default="", help="engines run on the untimed agreement clips (default: every engine)"
+    )
+    parser.add_argument("--agreement-batch", type=int, default=8, help="clips per call on the untimed agreement clips")
+    parser.add_argument("--openvino", default="bf16,fp32", help="OpenVINO precisions (bf16, fp32; empty: none)")
     parser.add_argument("--fit-clips", type=int, default=8, help="clips for the fitted head (0: keep the head)")
     parser.add_argument(
         "--int8", default="int8,int8-attention,int8-fused", help=f"int8 recipes among {list(INT8_RECIPES)}"
@@ -376,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
 
     isa = isa_summary()
     print(f"machine: {machine()}, instruction sets: {isa}, load average {os.getloadavg()}")
-    peaks = matmul_peaks(args.threads) if args.peak else None
+    ov_precisions = [p for p in args.openvino.split(",") if p]
+    if "bf16" in ov_precisions:
+        from s2d.service.openvino_engine import native_bf16
+
+        ov_precisions = ov_precisions if native_bf16() else [p for p in ov_precisions if p != "bf16"]
+    peaks = matmul_peaks(args.threads, openvino_precisions=tuple(ov_precisions)) if args.peak else None
     rows, verdicts = [], {}
     for name in [n for n in args.variant.split(",") if n]:
         model_rows, verdicts[name] = bench_model(name, args, isa, peaks)
@@ -405,7 +477,8 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
         fit = synthetic_clips(args.fit_clips, cfg.num_frames, cfg.img_size, seed=3)
         head = fit_head(model, fit, np.arange(args.fit_clips) % cfg.num_classes)
         print(f"head: {head}", flush=True)
-    clips = synthetic_clips(max(args.eval_clips, *args.batches, 1), cfg.num_frames, cfg.img_size, seed=1)
+    total = max(args.eval_clips, args.agreement_clips, *args.batches, 1)
+    clips = synthetic_clips(total, cfg.num_frames, cfg.img_size, seed=1)
     with tempfile.TemporaryDirectory(prefix="bench_cpu_") as tmp:
         print(f"exporting into {tmp} ...", flush=True)
         # The baseline is served in fp32 only (its store has no int8 variant: no MatMul worth quantising).
@@ -414,14 +487,23 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
         no_spin = list(paths) if args.service_threads_only else [n for n in args.no_spinning.split(",") if n in paths]
         no_spin = no_spin or ["ort-fp32"]
         ort = ort_engines(paths, args.threads, no_spin, spinning=not args.service_threads_only)
-        engines = [torch_engine(model, args.threads), *ort]
+        ov = openvino_engines(paths["ort-fp32"], [p for p in args.openvino.split(",") if p], args.threads)
+        engines = [torch_engine(model, args.threads), *ort, *ov]
         print(f"batch 1, {args.eval_clips} clips, engines interleaved per clip:", flush=True)
         seconds, logits = interleaved(engines, clips[: args.eval_clips])
+        if args.agreement_clips > args.eval_clips:
+            chosen = [n for n in args.agreement_engines.split(",") if n] or [e.name for e in engines]
+            extra = [e for e in engines if e.name == "pytorch-fp32" or e.name in chosen]
+            print(f"agreement: {args.agreement_clips - args.eval_clips} more clips, untimed, "
+                  f"{args.agreement_batch} per call: {', '.join(e.name for e in extra)}", flush=True)  # fmt: skip
+            more = agreement_only(extra, clips[args.eval_clips : args.agreement_clips], args.agreement_batch)
+            logits |= {name: np.concatenate([logits[name], more[name]]) for name in more}
         reference = logits["pytorch-fp32"]
         for engine in engines:  # batch 1 is what the verdict rests on: print it before the longer batch timings
             figures = agreement_figures(reference, logits[engine.name])
             print(f"  {engine.name}: {summary(seconds[engine.name], 1)['clips_per_s']:.3f} clips/s, top-1 "
-                  f"{100 * figures['top1_agreement']:.1f}%, max |dlogit| {figures['max_abs_logit_diff']:.2e}",
+                  f"{100 * figures['top1_agreement']:.1f}% over {figures['agreement_clips']} clips, max |dlogit| "
+                  f"{figures['max_abs_logit_diff']:.2e}, max |dprob| {figures['max_abs_prob_diff']:.2e}",
                   flush=True)  # fmt: skip
         extra = {b: batch_timing(engines, clips, b, args.repeats) for b in args.batches}
         if args.profile:
@@ -465,9 +547,11 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'engine':22s} {'batch':>5s} {'clips/s':>8s} {'[min..max]':>15s} {'x pt-fp32':>9s} {'x best':>6s} "
-          f"{'top-1':>7s} {'top-1 vary':>10s} {'max|dlogit|':>11s} {'max|dprob|':>10s}  target")  # fmt: skip
+          f"{'top-1':>7s} {'clips':>5s} {'top-1 vary':>10s} {'max|dlogit|':>11s} {'max|dprob|':>10s}  "
+          "target")  # fmt: skip
     for r in rows:
         agree = f"{100 * r['top1_agreement']:6.1f}%" if "top1_agreement" in r else ""
+        count = str(r.get("agreement_clips", ""))
         vary = ""
         if "top1_agreement_varying" in r:
             vary = f"{100 * r['top1_agreement_varying']:6.1f}% ({r['varying_clips']})"
@@ -479,7 +563,7 @@ def print_table(rows: list[dict]) -> None:
         spread = f"[{r['clips_per_s_min']:.3f}..{r['clips_per_s_max']:.3f}]"
         print(f"{r['engine']:22s} {r['batch']:5d} {r['clips_per_s']:8.3f} {spread:>15s} "
               f"{r['speedup_vs_pytorch_fp32']:9.2f} {r['speedup_best_vs_pytorch_fp32']:6.2f} "
-              f"{agree:>7s} {vary:>10s} {dlogit:>11s} {dprob:>10s}  {verdict}")  # fmt: skip
+              f"{agree:>7s} {count:>5s} {vary:>10s} {dlogit:>11s} {dprob:>10s}  {verdict}")  # fmt: skip
 
 
 if __name__ == "__main__":

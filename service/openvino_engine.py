@@ -127,8 +127,13 @@ def compile_for_cpu(path: Path, precision: str, threads: int = 0, cache_dir: Pat
 
 
 def outputs_by_name(results) -> dict[str, np.ndarray]:
-    """An infer request's results as name -> array, copied (the request reuses its buffers at its next call)."""
-    return {port.get_any_name(): np.array(value) for port, value in results.items()}
+    """An infer request's results as name -> array, copied (the request reuses its buffers at its next call). Every
+    name of an output counts: OpenVINO may merge a graph output with the tensor it renames (an Identity node)."""
+    out = {}
+    for port, value in results.items():
+        array = np.array(value)
+        out |= dict.fromkeys(port.get_names(), array)
+    return out
 
 
 class OpenVinoClassifier(Classifier):

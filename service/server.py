@@ -68,9 +68,13 @@ def serve(settings: Settings | None = None) -> None:
 
     settings = settings or load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    if settings.engine == "onnxruntime":
+    if settings.engine in ("auto", "onnxruntime"):
         check_providers(settings.providers)  # a clear message before uvicorn starts, not a lifespan traceback
         engine = f"ONNX Runtime providers {settings.providers}"
+        if settings.engine == "auto":
+            engine += " or OpenVINO, the faster at warm-up"
+    elif settings.engine == "openvino":
+        engine = f"OpenVINO on the CPU at precision {settings.openvino_precision}"
     else:
         engine = f"the Triton server at {settings.triton_url} (gRPC)"
     logging.getLogger(__name__).info("starting on http://%s:%d with %s", settings.host, settings.port, engine)

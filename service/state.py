@@ -40,7 +40,7 @@ class AppState:
         sweep_stale_spool_files(settings.upload_dir)
         registry = ModelRegistry(settings)
         registry.load()
-        if settings.engine == "onnxruntime":  # NVML gauges when this process runs on a GPU (Triton has its own)
+        if settings.engine in ("auto", "onnxruntime"):  # NVML gauges when this process runs on a GPU (Triton: its own)
             install_gpu_metrics(settings.providers, settings.device_id)
         registry.start()
         executor = ThreadPoolExecutor(settings.pipeline_threads, thread_name_prefix="s2d-pipeline")
