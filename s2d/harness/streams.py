@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -112,11 +113,13 @@ async def one_round(args: argparse.Namespace, client: httpx.Client, hello: dict,
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_memory(client, samples, stop))
     start_at = time.monotonic() + 1.0  # every stream starts sending together, after all have connected
+    cpu_start, wall_start = time.process_time(), time.monotonic()
     outcomes = await asyncio.gather(
         *(one_stream(args.url, args.api_key, hello, frames, args.fps, args.seconds, start_at)
           for _ in range(args.streams)),
         return_exceptions=True,
     )  # fmt: skip
+    generator_cpu_s, wall_s = time.process_time() - cpu_start, time.monotonic() - wall_start
     stop.set()
     await sampler
     after = resident_bytes(client)  # the streams are closed; the idle release has not run yet
@@ -152,6 +155,9 @@ async def one_round(args: argparse.Namespace, client: httpx.Client, hello: dict,
         "latency_p50_ms_by_slice": {f"{k * SLICE_S:g}-{(k + 1) * SLICE_S:g}s": percentile(v, 0.5)
                                     for k, v in sorted(slices.items())},
         "closes": sorted({o.close for o in ok}),
+        # This process's own CPU while the streams ran (its frames are encoded once, before): what the load
+        # generator took from a machine it shares with the server.
+        "generator_cpu": {"seconds": generator_cpu_s, "share_of_machine": generator_cpu_s / (wall_s * os.cpu_count())},
         "memory_mib": {"start": mib(start_rss), "peak": mib(max(samples, default=0)), "after": mib(after),
                        "settled": mib(settled)},
     }  # fmt: skip
@@ -175,6 +181,7 @@ def round_line(r: dict) -> str:
         f"  results {r['results']} (windows dropped { {k: v for k, v in r['window_drops'].items() if v} }), "
         f"frame-to-result latency p50 {fmt(lat['p50'])} ms p95 {fmt(lat['p95'])} ms; p50 by 10 s: {slices}\n"
         f"  server RSS start {fmt(mem['start'])} MiB, peak {fmt(mem['peak'])}, after {fmt(mem['after'])}, "
-        f"settled {fmt(mem['settled'])}; closes {r['closes']}"
+        f"settled {fmt(mem['settled'])}; closes {r['closes']}\n"
+        f"  load generator CPU {100 * r['generator_cpu']['share_of_machine']:.0f}% of the machine's cores"
         + (f"\n  failures: {r['failures']}" if r["failures"] else "")
     )
