@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from s2d.batch import accuracy, inputs, load
+from s2d.harness.batch import face_clip
 from s2d.harness.server import REPO, running_server
-from tests.faces_helpers import astronaut_face, backdrop, paste, write_video
 from tests.service_helpers import TEST_CLASSES, TEST_MODEL, build_store, make_audio_only, make_video
 from tests.test_service import _two_faces_video
 
@@ -40,13 +40,6 @@ def store(store, tmp_path_factory) -> Path:
 def analyze(*args, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "s2d", "analyze", *map(str, args)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-
-
-def face_clip(path: Path, frames: int, fps: float = 10.0, start: int = 20) -> Path:
-    """One real face (the astronaut) crossing a 640x360 frame; frames made one at a time (a long clip stays small)."""
-    face, background = astronaut_face(), backdrop(seed=1)
-    clip = (paste(background, face, start + (i * 7) % 420, 30 + (i * 3) % 60, 150) for i in range(frames))
-    return write_video(path, clip, fps=fps)
 
 
 @pytest.fixture(scope="module")
@@ -320,10 +313,27 @@ def test_scores_of_a_hand_computed_case():
         accuracy.match_label("joy", ["angry", "happy"], "m")
 
 
+def _check_metrics(m: dict, rows: pd.DataFrame, clips: list[Path], truth: list[str]) -> None:
+    """`m` is what the rows imply: per clip the argmax of its windows' mean probabilities against the truth."""
+    predicted = []
+    for clip in clips:
+        mine = rows[rows["path"] == str(clip)]
+        predicted.append(TEST_CLASSES[int(np.argmax([mine[f"p_{c}"].mean() for c in TEST_CLASSES]))])
+    right = [t == p for t, p in zip(truth, predicted, strict=True)]
+    recalls = [np.mean([r for r, t in zip(right, truth, strict=True) if t == c]) for c in sorted(set(truth))]
+    assert m["samples"] == len(clips) and math.isclose(m["war"], sum(right) / len(clips))
+    assert math.isclose(m["uar"], np.mean(recalls))
+    confusion = np.array(m["confusion"])
+    for t, p in zip(truth, predicted, strict=True):
+        confusion[TEST_CLASSES.index(t), TEST_CLASSES.index(p)] -= 1
+    assert not confusion.any()
+
+
 def test_labelled_videos_give_uar_war_and_confusion_for_two_models(store, tmp_path):
     """The metrics of each model are those its rows imply: recomputed here by hand from the windows table."""
     clips = _videos(tmp_path / "videos", 4)
     labels = ["happy", "Sadness", "happy", "angry"]  # a dataset's spelling is matched to the card's classes
+    truth = ["happy", "sad", "happy", "angry"]
     manifest = tmp_path / "labels.csv"
     manifest.write_text("path,label\n" + "".join(f"{c},{lab}\n" for c, lab in zip(clips, labels, strict=True)))
     out = tmp_path / "out"
@@ -332,23 +342,18 @@ def test_labelled_videos_give_uar_war_and_confusion_for_two_models(store, tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())["models"]
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     windows = load(out).windows
-    truth = ["happy", "sad", "happy", "angry"]
     for model in (TEST_MODEL, OTHER_MODEL):
-        rows = windows[windows["model"] == model]
-        predicted = []
-        for clip in clips:
-            mine = rows[rows["path"] == str(clip)]
-            mean = [mine[f"p_{c}"].mean() for c in TEST_CLASSES]
-            predicted.append(TEST_CLASSES[int(np.argmax(mean))])
-        right = [t == p for t, p in zip(truth, predicted, strict=True)]
-        recalls = [np.mean([r for r, t in zip(right, truth, strict=True) if t == c]) for c in ("happy", "sad", "angry")]
-        m = metrics[model]
-        assert m["samples"] == 4 and math.isclose(m["war"], sum(right) / 4) and math.isclose(m["uar"], np.mean(recalls))
-        confusion = np.array(m["confusion"])
-        for t, p in zip(truth, predicted, strict=True):
-            confusion[TEST_CLASSES.index(t), TEST_CLASSES.index(p)] -= 1
-        assert not confusion.any()
-        assert f"{model}: WAR {100 * m['war']:.1f}%" in result.stdout
+        _check_metrics(metrics[model], windows[windows["model"] == model], clips, truth)
+        assert f"{model}: WAR {100 * metrics[model]['war']:.1f}%" in result.stdout
+
+    # Other options into the same folder: the metrics are those of this run's windows only.
+    again = analyze(manifest, "-o", out, "--store", store, "--model", TEST_MODEL, "--hop-seconds", "1")
+    assert again.returncode == 0, again.stderr
+    metrics = json.loads((out / "metrics.json").read_text())["models"]
+    windows, videos = load(out)
+    (key,) = set(videos.loc[videos["options"].str.contains('"hop_seconds": 1.0'), "run_key"])
+    assert list(metrics) == [TEST_MODEL]
+    _check_metrics(metrics[TEST_MODEL], windows[windows["run_key"] == key], clips, truth)
 
     spans = tmp_path / "spans.csv"
     spans.write_text(f"path,start,end,label\n{clips[0]},0,1,happy\n{clips[1]},0,,joy\n")

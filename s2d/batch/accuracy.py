@@ -36,9 +36,8 @@ def match_label(label: str, classes: list[str], model: str) -> str:
     return found
 
 
-def span_predictions(windows: pd.DataFrame, spans: list[Span], model: str, classes: list[str]) -> list[tuple]:
-    """(true class, predicted class or None) per span, for one model's windows."""
-    rows = windows[windows["model"] == model]
+def span_predictions(rows: pd.DataFrame, spans: list[Span], model: str, classes: list[str]) -> list[tuple]:
+    """(true class, predicted class or None) per span, from the windows of one model (and one set of options)."""
     centres = (rows["t_start"] + rows["t_end"]) / 2
     probs = rows[[PROB_PREFIX + c for c in classes]].to_numpy(float)
     out = []
@@ -68,9 +67,13 @@ def scores(pairs: list[tuple], classes: list[str]) -> dict:
     }  # fmt: skip
 
 
-def write_metrics(out: Path, windows: pd.DataFrame, spans: list[Span], classes_by_model: dict[str, list[str]]) -> dict:
-    """metrics.json (every model) and confusion.png (one panel per model, side by side); returns the metrics."""
-    metrics = {m: scores(span_predictions(windows, spans, m, c), c) for m, c in classes_by_model.items()}
+def write_metrics(out: Path, windows: pd.DataFrame, spans: list[Span], runs: dict[str, tuple[str, list[str]]]) -> dict:
+    """metrics.json and confusion.png (one panel per model, side by side) for `runs`: model -> (its run key, its
+    classes); returns the metrics."""
+    metrics = {}
+    for model, (run_key, classes) in runs.items():  # this run's options only: the folder may hold others
+        rows = windows[windows["run_key"] == run_key]
+        metrics[model] = scores(span_predictions(rows, spans, model, classes), classes)
     (out / "metrics.json").write_text(json.dumps({"models": metrics}, indent=2))
     try:
         plot_confusions(metrics, out / "confusion.png")

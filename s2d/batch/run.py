@@ -76,9 +76,12 @@ def plan(videos: list[VideoInput], options: list[dict], settings: Settings, out:
 
 
 def write_record(out: Path, record: Record, fmt: str) -> None:
-    """Windows first, then the video's row: the row is the record that the video is done (see tables.py)."""
+    """Windows first, then the video's row: the row is the record that the video is done (see tables.py). A video
+    without windows removes those an interrupted earlier write may have left under its name."""
     if record.windows:
         tables.write_part(out, tables.WINDOWS, record.part, record.windows, fmt)
+    else:
+        tables.part_path(out, tables.WINDOWS, record.part, fmt).unlink(missing_ok=True)
     tables.write_part(out, tables.VIDEOS, record.part, [record.video], fmt)
 
 

@@ -26,13 +26,13 @@ WINDOWS, VIDEOS = "windows", "videos"
 PROB_PREFIX = "p_"  # one column per class: p_happy, p_sad, ...
 
 MODEL_COLUMNS = ["model", "model_version", "model_family", "model_variant"]
-KEY_COLUMNS = ["video_key", "path", *MODEL_COLUMNS]
+KEY_COLUMNS = ["video_key", "path", *MODEL_COLUMNS, "run_key"]  # run_key: the model and options, hashed
 BOX_COLUMNS = ["box_x1", "box_y1", "box_x2", "box_y2"]
 KEYPOINT_COLUMNS = [f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in "xy"]
 # The windows table: these, then one p_<class> column per class. The videos table: these, then a manifest's columns.
 WINDOW_COLUMNS = [*KEY_COLUMNS, "track_id", "t_start", "t_end", "label", "confidence", "smoothed_label", "frame_t",
                   *BOX_COLUMNS, *KEYPOINT_COLUMNS]  # fmt: skip
-VIDEO_COLUMNS = [*KEY_COLUMNS, "run_key", "status", "error_code", "error_message", "duration_s", "fps", "width",
+VIDEO_COLUMNS = [*KEY_COLUMNS, "status", "error_code", "error_message", "duration_s", "fps", "width",
                  "height", "frames_decoded", "faces_detected", "persons", "windows", "seconds", "peak_rss_mib",
                  "worker", "node_id", "size_bytes", "analysed_at", "options"]  # fmt: skip
 COUNT_COLUMNS = ["track_id", "width", "height", "frames_decoded", "faces_detected", "persons", "windows", "size_bytes"]

@@ -50,7 +50,8 @@ def _analyze(args: argparse.Namespace, videos, spans) -> int:
         print("interrupted: run the same command again to analyse the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     if spans:
-        metrics = write_metrics(out, tables.load(out).windows, spans, classes)
+        runs = {o["model"]: (run.run_key(settings, o["model"], o), classes[o["model"]]) for o in options}
+        metrics = write_metrics(out, tables.load(out).windows, spans, runs)
         for name, m in metrics.items():
             war, uar = (f"{100 * m[k]:.1f}%" if m[k] is not None else "-" for k in ("war", "uar"))
             print(f"{name}: WAR {war}, UAR {uar} on {m['samples']} labelled samples ({m['unscored']} unscored)")
