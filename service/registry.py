@@ -124,9 +124,8 @@ class ModelRegistry:
         s = self.settings
         if s.engine == "openvino" or s.openvino_precision != "auto":
             classifier = self._openvino(stored)
-            return classifier, VariantChoice.of(
-                classifier, "pinned", f"S2D_ENGINE=openvino; {classifier.precision_reason}"
-            )
+            pin = "S2D_ENGINE=openvino" if s.engine == "openvino" else "S2D_OPENVINO_PRECISION pins OpenVINO"
+            return classifier, VariantChoice.of(classifier, "pinned", f"{pin}; {classifier.precision_reason}")
         if s.variant != "auto":
             session = self._session(stored, choose_variant(stored, s.variant, s.providers))
             return session, VariantChoice.of(session, "pinned", f"S2D_VARIANT={s.variant}")

@@ -17,7 +17,7 @@ import pytest
 
 from s2d.card import load_card
 from s2d.machine import isa_summary
-from s2d.service import inference
+from s2d.service import inference, openvino_engine
 from s2d.service import registry as registry_module
 from s2d.service.inference import MAX_TRIAL_PROB_DIFF, ModelOutput, fastest_variant, trial_candidates
 from s2d.service.openvino_engine import OpenVinoClassifier, best_precision
@@ -193,6 +193,18 @@ def test_openvino_failing_the_agreement_bar_is_refused_however_fast(store, monke
     assert f"refused {OPENVINO}" in model.choice.summary()  # the start-up log says so
 
 
+def test_an_openvino_that_cannot_compile_the_graph_leaves_onnxruntime_serving(store, monkeypatch, tmp_path):
+    def unsupported(*args, **kwargs):  # fault injection: a graph OpenVINO's ONNX reader does not take
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(openvino_engine, "compile_for_cpu", unsupported)
+    offered: list[list[str]] = []
+    monkeypatch.setattr(registry_module, "trial_candidates", timings({ORT_FP32: 1.0, ORT_INT8: 0.5}, offered))
+    model = load(store, tmp_path).models[TEST_MODEL]
+    assert offered == [[ORT_FP32, ORT_INT8]] and model.choice.candidate == ORT_INT8
+    assert model.choice.refused == {"openvino": "failed to compile: unsupported operator"}
+
+
 def test_a_probability_drift_beyond_the_bar_is_refused_though_top1_agrees():
     reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]], np.float32)
     drifted = reference + np.array([[-0.1, 0.05, 0.05], [0.0, 0.0, 0.0]], np.float32)
@@ -210,6 +222,7 @@ def test_a_pinned_engine_wins(store, monkeypatch, tmp_path):
 
     model = load(store, tmp_path, openvino_precision="fp32").models[TEST_MODEL]  # engine auto: pins OpenVINO fp32
     assert model.choice.candidate == "openvino/fp32" and model.describe()["precision"] == "fp32"
+    assert model.choice.why.startswith("S2D_OPENVINO_PRECISION pins OpenVINO; fp32")
 
     monkeypatch.setattr(registry_module, "trial_candidates", timings({ORT_FP32: 0.1, ORT_INT8: 0.1}, []))
     model = load(store, tmp_path, engine="onnxruntime").models[TEST_MODEL]  # OpenVINO is not even tried
