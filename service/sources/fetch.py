@@ -5,7 +5,7 @@ lands in `CheckedHttp.open`. There each URL's scheme is checked (http and https 
 connection, so a name is never looked up twice), the request sent with httpx to that checked address (the name
 still in the Host header and TLS's SNI and certificate check), and redirects followed here, one hop at a time,
 each hop checked the same way. FFmpeg reads the bytes through a file-like `HttpFile`, seekable (an mp4 whose index
-sits at its end) with Range requests where the server takes them.
+sits at its end) with Range requests where the server takes them, else only when small enough to read again.
 
 A refused URL raises SourceNotAllowedError in FFmpeg's call and is kept in `refusals`: FFmpeg's HLS demuxer skips a
 segment it cannot open, so the reader asks `refused()` between frames and fails the source with the reason.
@@ -23,6 +23,7 @@ from s2d.service.sources.policy import AllowList, Pinned
 
 MAX_REDIRECTS = 5
 _SKIP_BYTES = 256 * 1024  # a forward seek this short reads on instead of a new request
+_REREAD_BYTES = 8 * 1024 * 1024  # the largest file read again to emulate a seek (a server without Range requests)
 _CHUNK = 64 * 1024
 _HTTP_SCHEMES = ("http", "https")
 
@@ -117,26 +118,29 @@ class HttpFile:
         self._buffer = b""
 
     def read(self, n: int = -1) -> bytes:
-        while len(self._buffer) < max(n, 1):
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buffer += chunk
-        data, self._buffer = (self._buffer, b"") if n < 0 else (self._buffer[:n], self._buffer[n:])
+        """At most `n` bytes, from the chunk at hand (FFmpeg takes short reads; b"" is the end)."""
+        if not self._buffer:
+            self._buffer = next(self._chunks, b"")
+        if n < 0 or n >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:n], self._buffer[n:]
         self.pos += len(data)
         return data
 
     def seekable(self) -> bool:
-        return self.size is not None
+        """With Range requests; on a server without them, a small file (read again to emulate a seek). A larger
+        one is read as a stream, as FFmpeg's own client reads it."""
+        return self.size is not None and (self.ranges or self.size <= _REREAD_BYTES)
 
     def tell(self) -> int:
         return self.pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        """A Range request where the server takes them (or a short skip forward); else, as FFmpeg's own HTTP client
-        does, the file again from its start, read up to `offset`."""
-        if whence == 2 and self.size is None:
-            raise OSError("the size is unknown")
+        """A Range request (a short skip forward reads on); without Range requests, the file read again from its
+        start up to the offset, or read on."""
+        if not self.seekable():
+            raise OSError("not seekable")
         target = offset + (0, self.pos, self.size)[whence]
         if target < self.pos or (self.ranges and target - self.pos > _SKIP_BYTES):
             self._reopen(target if self.ranges else 0)

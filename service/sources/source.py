@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # dash, image2...). Probing reads half a second, not FFmpeg's default of several, before the first frame.
 _PROTOCOLS = {"rtsp": "rtsp,rtp,srtp,udp,tcp,tls", "http": "http,https,tcp,tls,crypto,httpproxy"}
 _HTTP_FORMATS = "hls,mpegts,mov,matroska,flv,mjpeg,mpjpeg,h264,hevc,aac,mp3,ac3,eac3,webvtt"
+# The HLS demuxer's keep-alive reuses the last segment's connection as FFmpeg's own HTTP context; our requests are
+# not one (FFmpeg 8 aborts the process on its assertion): every segment is a new request through CheckedHttp.
+_HLS = {"http_persistent": "0"}
 _PROBE = {"analyzeduration": "500000", "probesize": "500000"}
 
 
@@ -89,7 +92,7 @@ def ffmpeg_options(url: str, options: SourceOptions) -> dict[str, str]:
     """FFmpeg options for a source URL (also `s2d watch`): the protocols it may use, a short probe; RTSP transport."""
     if url.lower().startswith("rtsp"):
         return {"protocol_whitelist": _PROTOCOLS["rtsp"], "rtsp_transport": options.rtsp_transport, **_PROBE}
-    return {"protocol_whitelist": _PROTOCOLS["http"], "format_whitelist": _HTTP_FORMATS, **_PROBE}
+    return {"protocol_whitelist": _PROTOCOLS["http"], "format_whitelist": _HTTP_FORMATS, **_HLS, **_PROBE}
 
 
 class ResultStore:
