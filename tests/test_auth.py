@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ import pytest
 from s2d.cli import main as s2d
 from s2d.client import Client, S2DError, StreamUnauthorized
 from s2d.harness.server import running_server
-from s2d.service.auth import SCOPES, KeyRing, key_digest, read_keys_file
+from s2d.service.auth import SCOPES, WATCH_EVERY_S, KeyRing, key_digest, read_keys_file
 from tests.service_helpers import make_video
 from tests.test_service import assert_error, metric_value
 from tests.test_sources import until
@@ -178,25 +179,31 @@ def test_keys_reload_when_the_file_changes(server, keys_file, capsys):
         until(lambda: call(server, "GET", "/v1/models", late).status_code == 200, "the added key accepted")
         assert s2d(["keys", "list", "--file", str(keys_file)]) == 0
         assert "late\tmodels:read" in capsys.readouterr().out
+        assert s2d(["keys", "remove", "late", "--file", str(keys_file)]) == 0
+        until(lambda: call(server, "GET", "/v1/models", late).status_code == 401, "the removed key refused")
         keys_file.write_text("[[keys]]\nname = 'broken'\n")  # no sha256: not a keys file
         # The file is looked at on requests (at most once a second): ask until the refusal to reload is logged.
         until(lambda: call(server, "GET", "/v1/models", SINGLE) and "not reloaded" in server.logs(), "refusal logged")
-        assert call(server, "GET", "/v1/models", late).status_code == 200  # the keys in force stay
-        keys_file.write_text(before)
-        until(lambda: call(server, "GET", "/v1/models", late).status_code == 401, "the removed key refused")
+        assert call(server, "GET", "/v1/models", KEYS["reader"][0]).status_code == 200  # the keys in force stay
     finally:
         keys_file.write_text(before)
 
 
 def test_keys_reload_on_sighup(server, keys_file):
     """The file changed in place with the same size and modification time: only the signal can reload it."""
-    before, stamp = keys_file.read_text(), keys_file.stat()
-    swapped = before.replace(key_digest(KEYS["reader"][0]), key_digest("k-fresh"))
-    assert len(swapped) == len(before)
+    before = keys_file.read_text()
     try:
+        # First a change the watch sees, waited for: the server then holds this very file's stamp.
+        synced = before + "\n" + keys_file_text({"sync": ("k-sync", ["models:read"], {})})
+        keys_file.write_text(synced)
+        until(lambda: call(server, "GET", "/v1/models", "k-sync").status_code == 200, "the file in force")
+        stamp = keys_file.stat()
+        swapped = synced.replace(key_digest(KEYS["reader"][0]), key_digest("k-fresh"))
+        assert len(swapped) == len(synced)
         with keys_file.open("r+") as same_inode:
             same_inode.write(swapped)
         os.utime(keys_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        time.sleep(1.5 * WATCH_EVERY_S)  # the next request makes the watch look at the file: it sees no change
         assert call(server, "GET", "/v1/models", "k-fresh").status_code == 401
         server.process.send_signal(signal.SIGHUP)
         until(lambda: call(server, "GET", "/v1/models", "k-fresh").status_code == 200, "reloaded on SIGHUP")

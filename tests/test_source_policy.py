@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import socket
 import threading
 from collections import Counter
@@ -77,10 +78,12 @@ def test_inside_addresses_need_an_entry_naming_them_by_address(entries, address,
 
 
 class CountingHttp:
-    """http.server on `address`:`port` serving `folder`, plus the hostile paths; counts the requests it receives."""
+    """http.server on `address`:`port` serving `folder`, plus the hostile paths and `/ranged/FILE` (with Range
+    requests, which http.server does not take); counts the requests it receives and the Range offsets asked for."""
 
     def __init__(self, address: str, port: int, folder: Path, forbidden_base: str):
         self.requests: list[str] = []
+        self.ranges: list[int] = []
         routes = {
             "/away.m3u8": (302, {"Location": f"{forbidden_base}/hls/index.m3u8"}, b""),
             "/hls/moved.m3u8": (302, {"Location": "/hls/index.m3u8"}, b""),
@@ -92,6 +95,9 @@ class CountingHttp:
         class Handler(_Quiet):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                if self.path.startswith("/ranged/"):
+                    self._ranged(folder / self.path.removeprefix("/ranged/"))
+                    return
                 if self.path in routes:
                     status, headers, body = routes[self.path]
                     self.send_response(status)
@@ -101,6 +107,19 @@ class CountingHttp:
                     self.wfile.write(body)
                     return
                 super().do_GET()
+
+            def _ranged(self, path: Path) -> None:
+                data = path.read_bytes()
+                asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                start = int(asked.group(1)) if asked else 0
+                server.ranges.append(start)
+                self.send_response(206 if asked else 200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                if asked:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                self.wfile.write(data[start:])
 
         self.httpd = ThreadingHTTPServer((address, port), functools.partial(Handler, directory=str(folder)))
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -236,6 +255,17 @@ def test_a_redirect_within_the_allowed_host_is_followed(client, servers):
     over = _over(client, source.id)
     assert over.state == "ended" and over.last_error is None and over.frames.decoded >= 29, over
     assert set(allowed.requests[before:]) == {"/hls/moved.m3u8", "/hls/index.m3u8", *SEGMENTS}
+    assert forbidden.requests == []
+    client.sources.delete(source.id)
+
+
+def test_an_mp4_with_its_index_at_the_end_is_read_with_range_requests(client, servers, media):
+    allowed, forbidden, port = servers
+    before = len(allowed.ranges)
+    source = client.sources.create(f"http://{ALLOWED}:{port}/ranged/clip.mp4", fps=15)
+    over = _over(client, source.id)
+    assert over.state == "ended" and over.last_error is None and over.frames.decoded >= 29, over
+    assert any(0 < offset < (media / "clip.mp4").stat().st_size for offset in allowed.ranges[before:])  # a seek
     assert forbidden.requests == []
     client.sources.delete(source.id)
 
