@@ -12,9 +12,9 @@ sha256 of each key, never the key:
     burst = 10                       # the most taken at once (default: the rate, at least 1)
     max_streams = 2                  # WebSockets open at once; 0 or absent: no limit
 
-A given key is hashed and compared with every stored hash in constant time. The file is read again on SIGHUP and
-when it changes (looked at once a second, on the next request); a file that no longer parses keeps the keys in use
-and logs why. Without `api_key` and without a file nothing is checked (the routes are open, as before).
+A given key is hashed and compared with every stored hash in constant time. The file is read again after SIGHUP and
+when it changes (both seen at the next request; the file is looked at once a second at most); a file that no longer
+parses keeps the keys in use and logs why. Without `api_key` and without a file nothing is checked (as before).
 
 The middleware (service.middleware) authenticates and rate-limits every request and WebSocket; a route declares the
 scope it needs with `dependencies=[Depends(require_scope("classify"))]`, which answers 403 to a key without it over
@@ -136,6 +136,7 @@ class KeyRing:
     keys: tuple[ApiKey, ...] = ()
     _stamp: tuple | None = None
     _looked_at: float = 0.0
+    _hangup: bool = False  # SIGHUP received: reload at the next request
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _streams: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -177,7 +178,11 @@ class KeyRing:
         log.info("API keys reloaded (%s): %s", why, ", ".join(sorted(names)) or "none", extra={"keys": len(keys)})
 
     def watch(self) -> None:
-        """At most once a second: reload when the file changed (written, replaced, removed)."""
+        """After a SIGHUP, and at most once a second: reload when the file changed (written, replaced, removed)."""
+        if self._hangup:
+            self._hangup = False
+            self.reload("SIGHUP")
+            return
         now = time.monotonic()
         if self.path is None or now - self._looked_at < WATCH_EVERY_S:
             return
@@ -186,10 +191,11 @@ class KeyRing:
             self.reload("the file changed")
 
     def reload_on_sighup(self) -> None:
-        """SIGHUP reloads the file (from the main thread only: where Python runs signal handlers)."""
+        """SIGHUP reloads the file at the next request (installed from the main thread only, where Python runs
+        signal handlers). The handler only raises a flag: it may run while this thread holds the ring's lock."""
         if self.path is None or threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGHUP, lambda *_: self.reload("SIGHUP"))
+        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_hangup", True))
 
     # ---- admission -------------------------------------------------------------------------------------------------
     def authenticate(self, key: str) -> ApiKey:
