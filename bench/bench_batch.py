@@ -1,5 +1,5 @@
 """`s2d analyze` throughput and memory on this machine: real-time factor (video seconds per wall second) and wall
-milliseconds per frame for 1 and 2 local worker processes and for a two-node Ray cluster on 127.0.0.1 (one CPU per
+milliseconds per frame for 1 and 2 local worker processes and for a two-node Ray cluster on loopback (one CPU per
 node), over the same set of different face clips; and the worker's peak memory for a short and a long video.
 
     .venv/bin/python bench/bench_batch.py [--store DIR] [--model NAME] [--videos 8] [--seconds 10] [--long 120]

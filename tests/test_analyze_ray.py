@@ -1,6 +1,6 @@
-"""`s2d analyze --ray` on a real two-node Ray cluster that the test starts on 127.0.0.1 (`ray start --head`, then
-`ray start --address` for the second node, one CPU each): the videos spread over both nodes, and killing the second
-node in the middle of the job loses no video and writes none twice."""
+"""`s2d analyze --ray` on a real two-node Ray cluster that the test starts on a loopback address (127.0.0.2:
+`ray start --head`, then `ray start --address` for the second node, one CPU each): the videos spread over both
+nodes, and killing the second node in the middle of the job loses no video and writes none twice."""
 
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ time, so that a stop leaves nothing queued inside the engine and a stop's in-fli
 from __future__ import annotations
 
 import logging
+import signal
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,17 @@ class Stop:
         else:
             self.requested = True
             log.warning("interrupted: finishing the videos in flight, then stopping (Ctrl-C again to abandon them)")
+
+
+@contextmanager
+def sigint_stops() -> Iterator[Stop]:
+    """SIGINT (Ctrl-C) sets the `Stop` this yields instead of raising KeyboardInterrupt, until the block ends."""
+    stop = Stop()
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def bounded(

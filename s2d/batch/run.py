@@ -7,13 +7,12 @@ import hashlib
 import itertools
 import json
 import logging
-import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from s2d.batch import tables
-from s2d.batch.dispatch import Stop
+from s2d.batch.dispatch import sigint_stops
 from s2d.batch.inputs import InputError, Span, VideoInput
 from s2d.batch.progress import Progress
 from s2d.batch.worker import Job, Record, failed_record
@@ -87,21 +86,18 @@ def write_record(out: Path, record: Record, fmt: str) -> None:
 
 def run_batch(pool, videos: list[VideoInput], options: list[dict], settings: Settings, out: Path, fmt: str) -> Summary:
     """Analyse every video with every model's options in `pool` (local.LocalPool or ray_pool.RayPool)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tables.remove_leftovers(out)
-    jobs, missing, skipped = plan(videos, options, settings, out)
-    summary = Summary(skipped=skipped)
-    progress = Progress(len(jobs) + len(missing), skipped)
-    log.info("%d videos x %d model(s): %d to analyse, %d done before", len(videos), len(options), len(jobs), skipped)
-    stop = Stop()
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
+    with sigint_stops() as stop:  # Ctrl-C while hashing, too, stops before any video
+        out.mkdir(parents=True, exist_ok=True)
+        tables.remove_leftovers(out)
+        jobs, missing, skipped = plan(videos, options, settings, out)
+        summary = Summary(skipped=skipped)
+        progress = Progress(len(jobs) + len(missing), skipped)
+        log.info("%d videos x %d model(s): %d to analyse, %d done before", len(videos), len(options), len(jobs),
+                 skipped)  # fmt: skip
         for record in itertools.chain(missing, pool.run(jobs, stop)):  # each written as it arrives
             write_record(out, record, fmt)
             summary.counts[record.status] += 1
             progress.update(record)
-    finally:
-        signal.signal(signal.SIGINT, previous)
         progress.close()
     summary.left = len(jobs) + len(missing) - sum(summary.counts.values())
     return summary

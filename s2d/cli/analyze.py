@@ -69,19 +69,24 @@ def _settings(args: argparse.Namespace):
     no limit on a video's length: memory is bounded by the window, not the video) and the models' names."""
     settings = pipeline_settings(args, max_video_seconds=7 * 24 * 3600.0)
     models = args.model or [_store(settings).default().name]
-    threads = 1 if args.ray else max(1, (os.cpu_count() or 1) // _workers(args))
+    threads = 1 if args.ray else max(1, len(os.sched_getaffinity(0)) // _workers(args))
     return settings.model_copy(update={"models": models, "intra_op_threads": threads}), models
 
 
 def _workers(args: argparse.Namespace) -> int:
-    return args.workers or os.cpu_count() or 1
+    return args.workers or len(os.sched_getaffinity(0))  # the cores this process may use (a container's share)
 
 
 def _pool(args: argparse.Namespace, settings):
     if args.ray:
         from s2d.batch.ray_pool import RayPool
 
-        return RayPool(settings, args.ray, args.workers, args.gpus_per_worker, args.retries)
+        try:
+            return RayPool(settings, args.ray, args.workers, args.gpus_per_worker, args.retries)
+        except ImportError as err:
+            raise ValueError(f"--ray needs the [ray] extra (pip install 's2d[ray]'): {err}") from err
+        except ConnectionError as err:
+            raise ValueError(f"cannot reach the Ray cluster at {args.ray}: {err}") from err
     from s2d.batch.local import LocalPool
 
     return LocalPool(settings, _workers(args))

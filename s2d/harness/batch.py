@@ -27,6 +27,9 @@ def face_clip(path: Path, frames: int, fps: float = 10.0, start: int = 20, seed:
 
 
 RAY = str(Path(sys.executable).with_name("ray"))
+# A loopback address, but not 127.0.0.1: Ray replaces "127.0.0.1" and "localhost" in an address with the machine's
+# outward address (its traffic would leave loopback); other 127.x addresses it keeps as they are.
+LOOPBACK = "127.0.0.2"
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen:
@@ -34,7 +37,7 @@ def _start_node(args: list[str], log: Path) -> subprocess.Popen:
     the node (its raylet, object store and worker processes) and nothing else."""
     ports = ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
              "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]  # fmt: skip
-    command = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+    command = [RAY, "start", "--block", "--node-ip-address", LOOPBACK, "--num-cpus", "1",
                "--object-store-memory", str(100 * 1024**2), "--disable-usage-stats", *ports, *args]  # fmt: skip
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -56,10 +59,10 @@ def alive_nodes(address: str) -> list[str]:
 
 @contextmanager
 def two_node_cluster(logs: Path, timeout_s: float = 120) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
-    """(address, head, second node) of a Ray cluster on 127.0.0.1 (`ray start --head`, then `ray start --address`),
+    """(address, head, second node) of a Ray cluster on LOOPBACK (`ray start --head`, then `ray start --address`),
     one CPU each; both nodes killed at the end."""
     port = free_port()
-    address = f"127.0.0.1:{port}"
+    address = f"{LOOPBACK}:{port}"
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 characters
     head = _start_node(["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp,
                         "--ray-client-server-port", str(free_port())], logs / "ray-head.log")  # fmt: skip
