@@ -1,5 +1,5 @@
-"""The batch driver: which videos still need which model (content hash + model + options), the workers that analyse
-them (local processes or Ray actors), and the one writer of the dataset: each finished video's parts, atomically."""
+"""The batch driver: which videos still need which model (content hash + model + options), the pool that analyses
+them (local processes or Ray tasks), and the one writer of the dataset: each finished video's parts, atomically."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ class Job:
     video_key: str  # the content's sha256, shortened
     size_bytes: int | None
     options: dict  # ClassifyOptions fields, the model's name included
-    run_key: str  # model and options, hashed (service side of the part name)
+    run_key: str  # the model and options, hashed: the second half of the part's name
 
     @property
     def part(self) -> str:
@@ -54,11 +54,9 @@ class Record:
         return self.video["status"]
 
 
-def failed_record(job: Job, code: str, message: str, node_id: str | None = None) -> Record:
-    """The `videos` row of a job that produced nothing (also written by the driver: a missing file, a lost worker)."""
-    row = _video_row(job, {"model": job.model}) | {"status": "failed", "error_code": code, "error_message": message,
-                                                   "node_id": node_id}  # fmt: skip
-    return Record(job.part, row)
+def failed_record(job: Job, code: str, message: str) -> Record:
+    """The `videos` row of a job that produced nothing, written by the driver (a missing file, a lost worker)."""
+    return Record(job.part, _video_row(job, {}) | {"status": "failed", "error_code": code, "error_message": message})
 
 
 def _video_row(job: Job, model: dict) -> dict:
@@ -105,9 +103,6 @@ class Worker:
             "seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib(),
         }  # fmt: skip
         return Record(job.part, row, windows)
-
-    def close(self) -> None:
-        self.analyser.close()
 
 
 def _failure(code: str, message: str, started: float) -> dict:
