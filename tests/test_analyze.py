@@ -37,7 +37,7 @@ def store(store, tmp_path_factory) -> Path:
     return build_store(str(root), name=OTHER_MODEL, depth=2)
 
 
-def analyze(*args, env: dict | None = None, **popen) -> subprocess.CompletedProcess:
+def analyze(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "s2d", "analyze", *map(str, args)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
 
@@ -105,9 +105,15 @@ def test_a_folder_becomes_rows_and_statuses_and_a_second_run_skips_what_was_done
 
 
 def test_the_same_probabilities_as_the_rest_api(store, tmp_path):
+    """...and without torch: a `torch` package that refuses to import comes first on the path of the command and of
+    the worker processes it starts."""
     video = _two_faces_video(tmp_path / "people.mp4")
+    blocked = tmp_path / "no-torch" / "torch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('s2d analyze imported torch')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(REPO)])}
     result = analyze(video, "-o", tmp_path / "out", "--store", store, "--model", TEST_MODEL, "--workers", "1",
-                     "--smoothing", "ema")  # fmt: skip
+                     "--smoothing", "ema", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     windows = load(tmp_path / "out").windows
     # Without warm-up the server keeps the card's variant on ONNX Runtime's CPU provider, as `s2d analyze` does (with
