@@ -288,45 +288,72 @@ def test_a_name_that_rebinds_is_looked_up_once_per_connection(client, servers, r
     client.sources.delete(source.id)
 
 
-def test_ffmpeg_follows_rtsp_redirects_a_gap_the_readme_states():
+class RedirectingCamera:
+    """An RTSP server on the allowed address that answers OPTIONS, then 302 to an RTSP URL on the forbidden address,
+    where a listener counts the connections it receives."""
+
+    def __init__(self):
+        self.reached: list = []
+        self.forbidden = socket.create_server((FORBIDDEN, 0))
+        self.camera = socket.create_server((ALLOWED, 0))
+        self.location = f"rtsp://{FORBIDDEN}:{self.forbidden.getsockname()[1]}/cam"
+        self.url = f"rtsp://{ALLOWED}:{self.camera.getsockname()[1]}/cam"
+        for serve in (self._count, self._answer):
+            threading.Thread(target=serve, daemon=True).start()
+
+    def _count(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, peer = self.forbidden.accept()
+                self.reached.append(peer)
+                connection.close()
+
+    def _answer(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=self._talk, args=(self.camera.accept()[0],), daemon=True).start()
+
+    def _talk(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection, connection.makefile("rb") as requests:
+            while True:
+                head = []
+                while (line := requests.readline()) not in (b"\r\n", b""):
+                    head.append(line.decode().strip())
+                if not head or not line:
+                    return
+                cseq = next(h.split(":", 1)[1].strip() for h in head if h.lower().startswith("cseq"))
+                answer = "200 OK\r\nPublic: DESCRIBE, SETUP, PLAY" if head[0].startswith("OPTIONS") else (
+                    f"302 Moved\r\nLocation: {self.location}")  # fmt: skip
+                connection.sendall(f"RTSP/1.0 {answer}\r\nCSeq: {cseq}\r\n\r\n".encode())
+
+    def close(self) -> None:
+        self.forbidden.close()
+        self.camera.close()
+
+
+def test_ffmpeg_by_itself_follows_rtsp_redirects():
     """FFmpeg's RTSP client follows a 3xx answer to DESCRIBE to the host its Location names, resolving and connecting
-    by itself (no option turns this off): the README says so and tells operators to allow only cameras they trust.
-    If a FFmpeg release stops following, this fails and the README's statement is to be updated."""
+    by itself (no option turns this off): why the service puts its relay between FFmpeg and a camera (next test)."""
     import av
 
-    reached: list = []
-    forbidden = socket.create_server((FORBIDDEN, 0))
-    camera = socket.create_server((ALLOWED, 0))
-    location = f"rtsp://{FORBIDDEN}:{forbidden.getsockname()[1]}/cam"
-
-    def forbidden_side() -> None:
-        with contextlib.suppress(OSError):
-            connection, peer = forbidden.accept()
-            reached.append(peer)
-            connection.close()
-
-    def camera_side() -> None:
-        with contextlib.suppress(OSError):
-            connection, _ = camera.accept()
-            with connection, connection.makefile("rb") as requests:
-                while True:
-                    head = [line.decode().strip() for line in iter(requests.readline, b"\r\n") if line]
-                    if not head:
-                        return
-                    cseq = next(h.split(":", 1)[1].strip() for h in head if h.lower().startswith("cseq"))
-                    answer = "200 OK\r\nPublic: DESCRIBE, SETUP, PLAY" if head[0].startswith("OPTIONS") else (
-                        f"302 Moved\r\nLocation: {location}")  # fmt: skip
-                    connection.sendall(f"RTSP/1.0 {answer}\r\nCSeq: {cseq}\r\n\r\n".encode())
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (forbidden_side, camera_side)]
-    for thread in threads:
-        thread.start()
+    camera = RedirectingCamera()
     try:
-        url = f"rtsp://{ALLOWED}:{camera.getsockname()[1]}/cam"
         with contextlib.suppress(av.FFmpegError, OSError):
-            av.open(url, options={"rtsp_transport": "tcp"}, timeout=(2, 2)).close()
-        threads[0].join(5)
+            av.open(camera.url, options={"rtsp_transport": "tcp"}, timeout=(2, 2)).close()
+        until(lambda: camera.reached, "FFmpeg at the redirect's address", timeout=5)
     finally:
-        forbidden.close()
         camera.close()
-    assert len(reached) == 1  # FFmpeg connected to the address the redirect named
+    assert len(camera.reached) == 1
+
+
+def test_an_rtsp_redirect_is_refused(client):
+    camera = RedirectingCamera()
+    try:
+        source = client.sources.create(camera.url)
+        over = _over(client, source.id)
+    finally:
+        camera.close()
+    assert over.state == "failed" and over.attempts == 0, over
+    assert "302" in over.last_error and "not followed" in over.last_error and camera.location in over.last_error
+    assert camera.reached == []
+    client.sources.delete(source.id)

@@ -41,6 +41,7 @@ from s2d.service.schemas import (
 )
 from s2d.service.sources.fetch import CheckedHttp
 from s2d.service.sources.policy import AllowList, Pinned, parse_url, redact
+from s2d.service.sources.rtsp_relay import RtspRelay
 from s2d.service.streams import (
     CLOSE_NORMAL,
     LiveStream,
@@ -274,34 +275,42 @@ class Source:
 
     def _read(self, loop: asyncio.AbstractEventLoop, connection: _Connection, pinned: Pinned) -> None:
         """In a reader thread: open, take frames at the stream's rate until the media ends, an error, or stop.
-        RTSP: FFmpeg connects to the checked address itself; http(s): every request FFmpeg makes is ours."""
+        RTSP over TCP: through our relay to the checked address (service.sources.rtsp_relay: no redirect followed);
+        rtsps, or RTSP with media over UDP: FFmpeg connects to the checked address itself; http(s): every request
+        FFmpeg makes is ours (service.sources.fetch)."""
         url, timeout = self.request.url, (self.config.open_timeout_s, self.config.read_timeout_s)
-        options = ffmpeg_options(url, self.request.options)
-        if url.lower().startswith("rtsp"):
-            self._read_container(loop, connection, open_url(pinned.url(parse_url(url)), limits=self.media_limits,
-                                                            options=options, timeout=timeout), None)  # fmt: skip
+        options, parts = ffmpeg_options(url, self.request.options), parse_url(url)
+        if parts.scheme.lower() == "rtsps" or (parts.scheme.lower() == "rtsp" and options["rtsp_transport"] != "tcp"):
+            # FFmpeg connects to the checked address itself (TLS, or media over UDP: nothing a relay could read).
+            container = open_url(pinned.url(parts), limits=self.media_limits, options=options, timeout=timeout)
+            self._read_container(loop, connection, container, None)
             return
-        http = CheckedHttp(self.allow, timeout, [pinned])
+        if parts.scheme.lower() == "rtsp":  # over TCP: through our relay, which refuses redirects
+            guard: CheckedHttp | RtspRelay = RtspRelay(pinned, timeout[0])
+            target, io_open = guard.url(parts), None
+        else:  # http(s): every request FFmpeg makes is ours
+            guard = CheckedHttp(self.allow, timeout, [pinned])
+            target, io_open = url, guard.io_open
         try:
-            container = open_url(url, limits=self.media_limits, options=options, timeout=timeout, io_open=http.io_open)
-            self._read_container(loop, connection, container, http)
+            container = open_url(target, limits=self.media_limits, options=options, timeout=timeout, io_open=io_open)
+            self._read_container(loop, connection, container, guard)
         except Exception:
-            if (refused := http.refused()) is not None:  # the reason, not FFmpeg's word for what followed
+            if (refused := guard.refused()) is not None:  # the reason, not FFmpeg's word for what followed
                 raise refused from None
             raise
         finally:
-            http.close()
-        if (refused := http.refused()) is not None:  # a playlist's segment FFmpeg skipped: the reason, not an end
+            guard.close()
+        if (refused := guard.refused()) is not None:  # e.g. a playlist's segment FFmpeg skipped: not an end
             raise refused
 
-    def _read_container(self, loop, connection: _Connection, container, http: CheckedHttp | None) -> None:
+    def _read_container(self, loop, connection: _Connection, container, guard: CheckedHttp | RtspRelay | None) -> None:
         mailbox = _Mailbox(loop, self._deliver, self._replaced)
         with container:
             wall0 = offset_ms = None
             for frame in container_frames(container, limits=self.media_limits, max_fps=self.live.fps):
                 if self._stop.is_set():
                     return
-                if http is not None and (refused := http.refused()) is not None:
+                if guard is not None and (refused := guard.refused()) is not None:
                     raise refused
                 if wall0 is None:  # this connection's first frame: stream time goes on from the last one
                     wall0, offset_ms = time.monotonic() - frame.t, self._offset_ms()
