@@ -38,6 +38,9 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   over how many.
 - `--no-spinning ENGINES`: those ORT engines run a second time with idle intra-op threads asleep, as the service
   runs them ("-nospin"), since spinning threads take cores from other processes on a shared machine.
+- `--openvino-int8 RECIPES`: OpenVINO on an int8 recipe's graph (e.g. int8-static, QDQ: its matmuls in int8);
+  `--nncf int8w-dq,int8w`: OpenVINO on the fp32 graph with NNCF int8 weights, with and without its dynamic
+  quantisation of the activations (NNCF_MODES); the rest of the graph in bf16 where native, else fp32.
 - `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), which
   shows e.g. the landmark network's share (Conv, PRelu) against the ViT's matmuls.
 """
@@ -128,8 +131,9 @@ def ort_engine(name: str, path: Path, threads: int, spinning: bool = True) -> En
     return Engine(name, run, f"onnxruntime CPU, {path.name}, {threads} intra-op threads{spin}")
 
 
-def openvino_engine(path: Path, precision: str, threads: int) -> Engine:
-    """The exported fp32 ONNX file compiled by OpenVINO at `precision`, as the service's OpenVINO engine runs it."""
+def openvino_engine(path: Path, precision: str, threads: int, name: str = "") -> Engine:
+    """The exported ONNX file compiled by OpenVINO at `precision`, as the service's OpenVINO engine runs it (the fp32
+    file; `name` for another, e.g. an int8 recipe's QDQ graph, whose quantised matmuls OpenVINO runs in int8)."""
     import openvino
 
     from s2d.service.openvino_engine import compile_for_cpu, outputs_by_name
@@ -140,7 +144,37 @@ def openvino_engine(path: Path, precision: str, threads: int) -> Engine:
         return outputs_by_name(request.infer({"frames": clips}))["logits"]
 
     note = f"OpenVINO {openvino.get_version().split('-')[0]} CPU, {path.name}, {precision} hint, {threads} threads"
-    return Engine(f"ov-{precision}", run, note)
+    return Engine(name or f"ov-{precision}", run, note)
+
+
+# NNCF int8 weight compression (per-channel, asymmetric), run two ways: with OpenVINO's dynamic quantisation of the
+# activations (group size 32, its CPU default for compressed weights: int8 matmuls) and without it (0: the int8
+# weights decompressed to the activations' precision).
+NNCF_MODES = {"int8w-dq": 32, "int8w": 0}
+
+
+def nncf_engines(path: Path, modes: list[str], precision: str, threads: int) -> list[Engine]:
+    """OpenVINO on the fp32 file with NNCF-compressed int8 weights, per mode of NNCF_MODES, at `precision`."""
+    import nncf
+
+    from s2d.service.openvino_engine import _core, compile_for_cpu, outputs_by_name
+
+    if not modes:
+        return []
+    compressed = nncf.compress_weights(_core().read_model(str(path)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    engines = []
+    for mode in modes:
+        group = NNCF_MODES[mode]
+        request = compile_for_cpu(
+            compressed, precision, threads, DYNAMIC_QUANTIZATION_GROUP_SIZE=group
+        ).create_infer_request()
+
+        def run(clips: np.ndarray, request=request) -> np.ndarray:
+            return outputs_by_name(request.infer({"frames": clips}))["logits"]
+
+        note = f"OpenVINO, NNCF int8 weights (asym, per channel), {precision}, dynamic quantisation group {group}"
+        engines.append(Engine(f"ov-{mode}", run, note))
+    return engines
 
 
 def openvino_engines(path: Path, precisions: list[str], threads: int) -> list[Engine]:
@@ -425,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--agreement-batch", type=int, default=8, help="clips per call on the untimed agreement clips")
     parser.add_argument("--openvino", default="bf16,fp32", help="OpenVINO precisions (bf16, fp32; empty: none)")
+    parser.add_argument(
+        "--openvino-int8", default="", help="int8 recipes (of --int8) whose graph OpenVINO also runs, as ov-<recipe>"
+    )
+    parser.add_argument("--nncf", default="", help=f"OpenVINO with NNCF int8 weights: modes among {list(NNCF_MODES)}")
     parser.add_argument("--fit-clips", type=int, default=8, help="clips for the fitted head (0: keep the head)")
     parser.add_argument(
         "--int8", default="int8,int8-attention,int8-fused", help=f"int8 recipes among {list(INT8_RECIPES)}"
@@ -488,6 +526,10 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
         no_spin = no_spin or ["ort-fp32"]
         ort = ort_engines(paths, args.threads, no_spin, spinning=not args.service_threads_only)
         ov = openvino_engines(paths["ort-fp32"], [p for p in args.openvino.split(",") if p], args.threads)
+        rest = "bf16" if "bf16" in {e.name.removeprefix("ov-") for e in ov} else "fp32"  # what is not int8 runs in
+        for recipe in [r for r in args.openvino_int8.split(",") if r]:
+            ov.append(openvino_engine(paths[f"ort-{recipe}"], rest, args.threads, name=f"ov-{recipe}"))
+        ov += nncf_engines(paths["ort-fp32"], [m for m in args.nncf.split(",") if m], rest, args.threads)
         engines = [torch_engine(model, args.threads), *ort, *ov]
         print(f"batch 1, {args.eval_clips} clips, engines interleaved per clip:", flush=True)
         seconds, logits = interleaved(engines, clips[: args.eval_clips])

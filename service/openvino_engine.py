@@ -110,10 +110,11 @@ def usable_cache_dir(folder: Path) -> Path | None:
     return folder
 
 
-def compile_for_cpu(path: Path, precision: str, threads: int = 0, cache_dir: Path | None = None):
-    """OpenVINO's CompiledModel of the ONNX file `path` for the CPU at `precision` (bf16 or fp32), `threads`
-    inference threads (0: OpenVINO's choice, one per core), cached in `cache_dir` (None: no cache). The service's
-    engine and the CPU benchmark compile alike through here."""
+def compile_for_cpu(path, precision: str, threads: int = 0, cache_dir: Path | None = None, **properties):
+    """OpenVINO's CompiledModel of the ONNX file `path` (or an openvino.Model) for the CPU at `precision` (bf16 or
+    fp32), `threads` inference threads (0: OpenVINO's choice, one per core), cached in `cache_dir` (None: no cache),
+    with further OpenVINO `properties` (the benchmark's int8 options). The service's engine and the CPU benchmark
+    compile alike through here."""
     config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         # One call at a time (the batcher's worker), as fast as it can go: latency, not throughput streams.
@@ -123,7 +124,7 @@ def compile_for_cpu(path: Path, precision: str, threads: int = 0, cache_dir: Pat
         config["CACHE_DIR"] = str(cache_dir)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return _core().compile_model(str(path), DEVICE, config)
+    return _core().compile_model(str(path) if isinstance(path, Path) else path, DEVICE, config | properties)
 
 
 def outputs_by_name(results) -> dict[str, np.ndarray]:
