@@ -176,13 +176,19 @@ class MTCNNDetector:
     # -- public -------------------------------------------------------------------------------------------------------
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        return self.detect_larger(image_rgb, self.config.min_face_size)
+
+    def detect_larger(self, image_rgb: np.ndarray, min_face_size: float) -> list[Detection]:
+        """`detect` for faces of at least `min_face_size` pixels (never below the configured one): the image pyramid
+        starts there, so a larger bound skips its largest, costliest levels."""
         image = _check(image_rgb)
-        boxes = self._propose(image)
+        min_face_size = max(float(min_face_size), self.config.min_face_size)
+        boxes = self._propose(image, min_face_size)
         if len(boxes):
             boxes = self._refine_rnet(image, boxes)
         if not len(boxes):
             return []
-        return self._output(image, boxes, self.config.thresholds[2], nms_threshold=0.7)
+        return self._output(image, boxes, self.config.thresholds[2], 0.7, min_face_size)
 
     def refine(self, image_rgb: np.ndarray, boxes: np.ndarray) -> list[Detection | None]:
         """One ONet pass per predicted box (squared); None where ONet no longer sees a face."""
@@ -197,18 +203,18 @@ class MTCNNDetector:
 
     # -- stages -------------------------------------------------------------------------------------------------------
 
-    def _scales(self, h: int, w: int) -> list[float]:
-        scale = 12.0 / self.config.min_face_size
+    def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:
+        scale = 12.0 / min_face_size
         scales = []
         while min(h, w) * scale >= 12:
             scales.append(scale)
             scale *= self.config.scale_factor
         return scales
 
-    def _propose(self, image: np.ndarray) -> np.ndarray:
+    def _propose(self, image: np.ndarray, min_face_size: float) -> np.ndarray:
         h, w = image.shape[:2]
         found = []
-        for scale in self._scales(h, w):
+        for scale in self._scales(h, w, min_face_size):
             size = (max(int(np.ceil(w * scale)), 12), max(int(np.ceil(h * scale)), 12))
             out = self._pnet(_normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))[None])
             prob, reg = _face_prob(out["logits"][0], axis=0), out["reg"][0].transpose(1, 2, 0)  # [H', W'], [H', W', 4]
@@ -239,7 +245,9 @@ class MTCNNDetector:
         boxes = boxes + reg * size
         return to_square(boxes[nms(boxes, prob, 0.7)])
 
-    def _output(self, image: np.ndarray, boxes: np.ndarray, threshold: float, nms_threshold: float) -> list[Detection]:
+    def _output(
+        self, image: np.ndarray, boxes: np.ndarray, threshold: float, nms_threshold: float, min_face_size: float
+    ) -> list[Detection]:
         out = self._onet(_patches(image, boxes, 48))
         prob, reg, lms = _face_prob(out["logits"]), out["reg"], out["lms"]
         dets = [d for d in self._to_detections(boxes, prob, reg, lms) if d.score > threshold]
@@ -248,7 +256,7 @@ class MTCNNDetector:
         keep = nms(np.stack([d.box for d in dets]), np.array([d.score for d in dets]), nms_threshold, mode="min")
         h, w = image.shape[:2]
         out = [dets[i] for i in keep]
-        return [d for d in out if d.size >= self.config.min_face_size * 0.8 and _inside(d.box, w, h)]
+        return [d for d in out if d.size >= min_face_size * 0.8 and _inside(d.box, w, h)]
 
     @staticmethod
     def _to_detections(boxes: np.ndarray, prob: np.ndarray, reg: np.ndarray, lms: np.ndarray) -> list[Detection]:

@@ -8,11 +8,18 @@ or after its last sampling time. The first window of a track starts at the track
 When a track ends (it left the scene, or the video ended) its frames after the last emitted window still give one
 window, starting on the hop grid and padded by repeating the last frame (`padded=True`); a track shorter than one
 window gives exactly that one window. Memory: only frames still reachable by a future window are kept.
+
+Lazy crops: `push` may take, instead of a crop, a function that makes it (the pipeline's alignment). It is called
+only for frames a window picks: once the track's next frame has come, a frame's neighbours in time are known, and
+so is whether it is the nearest to any sampling time of this or a later window (the same `_nearest` rule on the
+same float sums as `_emit`, so the windows are exactly those of eager crops); a frame no window picks is never
+aligned. At most the newest frame of each track waits with its function (and the image it holds).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +40,8 @@ class Window:
 @dataclass
 class _TrackBuffer:
     next_start: float
-    items: deque = field(default_factory=deque)  # (t, crop [224, 224, 3], box [4], keypoints [5, 2] or None)
+    # [t, crop [224, 224, 3] (or the function making it, or None: no window picks it), box [4], keypoints or None]
+    items: deque = field(default_factory=deque)
     covered_until: float = -np.inf  # end of the last emitted window
 
 
@@ -49,14 +57,22 @@ class WindowBuilder:
         self._tracks: dict[int, _TrackBuffer] = {}
 
     def push(
-        self, track_id: int, t: float, crop: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None
+        self,
+        track_id: int,
+        t: float,
+        crop: np.ndarray | Callable[[], np.ndarray],
+        box: np.ndarray,
+        keypoints: np.ndarray | None = None,
     ) -> list[Window]:
-        """Add one aligned crop of a track at time t (seconds); returns the windows completed by it."""
+        """Add one aligned crop of a track at time t (seconds), or a function making it (called only if a window
+        picks the frame); returns the windows completed by it."""
         buf = self._tracks.get(track_id)
         if buf is None:
             buf = self._tracks[track_id] = _TrackBuffer(next_start=t)
         points = None if keypoints is None else np.array(keypoints, np.float32)
-        buf.items.append((t, crop, np.asarray(box, np.float32), points))
+        buf.items.append([t, crop, np.asarray(box, np.float32), points])
+        if len(buf.items) > 1 and callable(buf.items[-2][1]):
+            self._settle(buf)
         out = []
         while t >= buf.next_start + self._offsets[-1]:
             out.append(self._emit(track_id, buf, padded=False))
@@ -76,6 +92,8 @@ class WindowBuilder:
         times = np.array([item[0] for item in buf.items])
         targets = buf.next_start + self._offsets
         pick = _nearest(times, targets)
+        for i in pick:
+            _make_crop(buf.items[i])
         keypoints = [buf.items[i][3] for i in pick]
         window = Window(
             track_id=track_id,
@@ -94,6 +112,25 @@ class WindowBuilder:
         while len(buf.items) > 1 and buf.items[1][0] <= first_target:
             buf.items.popleft()
         return window
+
+    def _settle(self, buf: _TrackBuffer) -> None:
+        """The frame before the newest now has both neighbours: make its crop if a window will pick it, else drop
+        the function (and the image it holds)."""
+        item = buf.items[-2]
+        times = np.array([it[0] for it in list(buf.items)[-3:]])
+        own = len(times) - 2
+        start = buf.next_start
+        while start + self._offsets[0] <= times[-1]:  # later windows' targets are past the newest frame
+            if np.any(_nearest(times, start + self._offsets) == own):
+                _make_crop(item)
+                return
+            start += self.hop_seconds  # the same sums as `_emit`'s next_start
+        item[1] = None
+
+
+def _make_crop(item: list) -> None:
+    if callable(item[1]):
+        item[1] = item[1]()
 
 
 def _nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:

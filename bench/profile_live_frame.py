@@ -1,0 +1,119 @@
+"""Where a live stream's frame time goes in faces mode (issue 28): the server's per-frame path of one stream,
+stage by stage, on the frames `bench/live_capacity.py` sends (the standard one-face 640x360 clip as JPEG, looped
+at `--fps`), with the per-frame baseline's window (T=8 frames per 1 s window, one window per second).
+
+    .venv/bin/python bench/profile_live_frame.py [--seconds 20] [--fps 15] [--detect-every 5] [--repeats 3]
+
+Stages: decode (JPEG -> RGB, `decode_image`), detect (full MTCNN on every `detect_every`-th frame), refine (ONet on
+the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.push`). Each configuration runs
+`--repeats` passes over the same frames after one warm-up pass; the median pass is shown as ms per frame and as
+shares. `--compare` runs the pipeline with its per-frame savings switched off beside it, in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+from s2d.harness.measure import machine, write_report
+from s2d.harness.streams import clip_frames
+from s2d.service.faces import FacePipeline, create_detector
+from s2d.service.media import Frame
+from s2d.service.streams.protocol import decode_image
+
+MAX_PIXELS = 1920 * 1080
+
+
+class _TimedDetector:
+    """The detector, its two calls timed into `seconds`."""
+
+    def __init__(self, detector, seconds: dict):
+        self.detector, self.seconds = detector, seconds
+        self.name, self.commercial_use = detector.name, detector.commercial_use
+
+    def detect(self, image):
+        return self._timed("detect", self.detector.detect, image)
+
+    def refine(self, image, boxes):
+        return self._timed("refine", self.detector.refine, image, boxes)
+
+    def _timed(self, stage: str, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
+def one_pass(detector, jpegs: list[bytes], args: argparse.Namespace, options: dict) -> dict:
+    """Seconds per stage over one stream of `args.seconds` at `args.fps`, and what it produced."""
+    seconds: dict = defaultdict(float)
+    timed = _TimedDetector(detector, seconds)
+    pipeline = FacePipeline(timed, args.num_frames, args.window_seconds, detect_every=args.detect_every, **options)
+    windows = faces = 0
+    frames = round(args.seconds * args.fps)
+    for i in range(frames):
+        start = time.perf_counter()
+        image = decode_image(jpegs[i % len(jpegs)], MAX_PIXELS)
+        decoded = time.perf_counter()
+        before = seconds["detect"] + seconds["refine"]
+        tracks, done = pipeline.push(Frame(index=i, t=i / args.fps, image=image))
+        pushed = time.perf_counter()
+        seconds["decode"] += decoded - start
+        seconds["align+windows+tracker"] += (pushed - decoded) - (seconds["detect"] + seconds["refine"] - before)
+        windows, faces = windows + len(done), faces + len(tracks)
+    windows += len(pipeline.flush())
+    return {"seconds": dict(seconds), "frames": frames, "windows": windows, "faces": faces}
+
+
+def profile(detector, jpegs, args, label: str, options: dict) -> dict:
+    one_pass(detector, jpegs, args, options)  # warm-up
+    passes = [one_pass(detector, jpegs, args, options) for _ in range(args.repeats)]
+    totals = [sum(p["seconds"].values()) for p in passes]
+    median = passes[totals.index(statistics.median_low(totals))]
+    frames, total = median["frames"], sum(median["seconds"].values())
+    row = {"config": label, "options": options, "frames": frames, "windows": median["windows"],
+           "faces": median["faces"], "ms_per_frame": 1000 * total / frames,
+           "pass_s": sorted(totals)}  # fmt: skip
+    row["stages_ms_per_frame"] = {k: 1000 * v / frames for k, v in median["seconds"].items()}
+    row["stages_share"] = {k: v / total for k, v in median["seconds"].items()}
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--detect-every", type=int, default=5)
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--window-seconds", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare", action="store_true", help="also run with the per-frame savings off")
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join(sys.argv)}")
+    jpegs = clip_frames()
+    detector = create_detector("mtcnn")
+    configs = {"default": {}}
+    if args.compare:
+        configs = {"savings off": {"lazy_align": False}, **configs}
+    rows = []
+    for label, options in configs.items():
+        row = profile(detector, jpegs, args, label, options)
+        rows.append(row)
+        stages = " | ".join(
+            f"{k} {row['stages_ms_per_frame'][k]:.2f} ms ({100 * row['stages_share'][k]:.0f}%)"
+            for k in ("decode", "detect", "refine", "align+windows+tracker")
+        )
+        print(f"{label:>12}: {row['ms_per_frame']:.2f} ms/frame ({1000 / row['ms_per_frame']:.0f} frames/s on one "
+              f"core) | {stages} | windows {row['windows']}, faces {row['faces']}", flush=True)  # fmt: skip
+    if len(rows) == 2:
+        print(f"per-frame time, default / savings off: {rows[1]['ms_per_frame'] / rows[0]['ms_per_frame']:.3f}")
+    print(f"report: {write_report('live_frame', rows)}")
+
+
+if __name__ == "__main__":
+    main()

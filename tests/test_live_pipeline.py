@@ -1,0 +1,132 @@
+"""The live face pipeline's per-frame savings (issue 28): lazy alignment gives exactly the windows of eager alignment
+while aligning only the frames windows pick; a detection restricted to the tracked faces' sizes still finds a new
+small face at the next full-range detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s2d.service.faces import FacePipeline, create_detector
+from s2d.service.faces.windows import WindowBuilder
+from s2d.service.media import Frame
+from tests.faces_helpers import astronaut_face, backdrop, moving_faces, paste
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector("mtcnn")
+
+
+def _same_windows(a: list, b: list) -> None:
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert (x.track_id, x.t_start, x.t_end, x.padded) == (y.track_id, y.t_start, y.t_end, y.padded)
+        np.testing.assert_array_equal(x.timestamps, y.timestamps)
+        np.testing.assert_array_equal(x.frames, y.frames)
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        if x.keypoints is None or y.keypoints is None:
+            assert x.keypoints is None and y.keypoints is None
+        else:
+            np.testing.assert_array_equal(x.keypoints, y.keypoints)
+
+
+def _timestamps(kind: str, rng: np.random.Generator) -> np.ndarray:
+    if kind == "15fps":
+        return np.arange(70) / 15
+    if kind == "jitter":  # a live stream: uneven arrival, frames dropped when behind
+        return np.cumsum(rng.uniform(0.02, 0.2, 80))
+    return np.arange(40) / 3  # slower than the window's sampling: frames repeat
+
+
+@pytest.mark.parametrize("kind", ["15fps", "jitter", "slow"])
+@pytest.mark.parametrize(("num_frames", "window", "hop"), [(8, 1.0, 1.0), (16, 2.0, 0.5), (4, 1.0, 1.5)])
+def test_lazy_crops_give_the_same_windows_and_are_made_only_when_picked(kind, num_frames, window, hop):
+    rng = np.random.default_rng(7)
+    times = _timestamps(kind, rng)
+    made = []
+
+    def crop(i: int) -> np.ndarray:
+        return np.full((4, 4, 3), i % 251, np.uint8)
+
+    def lazy(i: int):
+        def make() -> np.ndarray:
+            made.append(i)
+            return crop(i)
+
+        return make
+
+    eager, deferred = WindowBuilder(num_frames, window, hop), WindowBuilder(num_frames, window, hop)
+    out_eager, out_lazy = [], []
+    for i, t in enumerate(times):
+        box, points = np.float32([i, i, i + 9, i + 9]), np.full((5, 2), i, np.float32)
+        out_eager += eager.push(3, float(t), crop(i), box, points)
+        out_lazy += deferred.push(3, float(t), lazy(i), box, points)
+        if i == len(times) // 2:  # a track that ends (left the scene) mid-way, another one goes on
+            out_eager += eager.end(3)
+            out_lazy += deferred.end(3)
+    out_eager += eager.flush()
+    out_lazy += deferred.flush()
+    _same_windows(out_eager, out_lazy)
+    picked = {round(float(t) * 1e6) for w in out_lazy for t in w.timestamps}
+    assert len(made) == len(set(made)) == len(picked)  # each picked frame made once, no other frame
+    if kind == "15fps" and num_frames / window < 15:
+        assert len(made) < len(times)
+
+
+@pytest.mark.parametrize("fps", [15.0, 30.0])
+def test_lazily_aligned_pipeline_gives_the_same_windows_on_real_faces(detector, fps):
+    frames = moving_faces(40, crossing=True)
+
+    def run(lazy: bool) -> list:
+        pipeline = FacePipeline(detector, num_frames=8, window_seconds=1.0, detect_every=3, lazy_align=lazy)
+        out = []
+        for i, image in enumerate(frames):
+            out += pipeline.push(Frame(index=i, t=i / fps, image=image))[1]
+        return out + pipeline.flush()
+
+    windows = run(lazy=True)
+    _same_windows(run(lazy=False), windows)
+    assert {w.track_id for w in windows} == {1, 2}
+
+
+def _scene(small: bool) -> np.ndarray:
+    face = astronaut_face()
+    frame = paste(backdrop(seed=2), face, 40, 20, 300)  # a close face (~180 px)
+    return paste(frame, face, 470, 200, 110) if small else frame  # a far one (~65 px) joins
+
+
+def test_a_new_small_face_is_found_at_the_next_full_range_detection(detector):
+    detect_every, full_every, ratio = 2, 3, 0.7
+    pipeline = FacePipeline(
+        detector, num_frames=8, window_seconds=1.0, detect_every=detect_every, detect_size_ratio=ratio,
+        full_detect_every=full_every,
+    )  # fmt: skip
+    for i in range(3):  # the close face is tracked; its detections (0 and 2) were full range and restricted
+        (close,) = pipeline.push(Frame(index=i, t=i / 15, image=_scene(small=False)))[0]
+    floor = pipeline._size_floor()
+    assert floor is not None and floor > 80
+    with_small = _scene(small=True)
+    # The restricted detection does not see the small face, the full one does: the test tells the two apart.
+    assert len(detector.detect_larger(with_small, floor)) == 1
+    assert len(detector.detect(with_small)) == 2
+    appeared = 3
+    found_at = None
+    for i in range(appeared, appeared + detect_every * full_every + 1):
+        tracks = pipeline.push(Frame(index=i, t=i / 15, image=with_small))[0]
+        assert close.track_id in {tr.track_id for tr in tracks}
+        if len(tracks) == 2:
+            found_at = i
+            break
+    assert found_at is not None and found_at - appeared < detect_every * full_every
+
+
+def test_restricted_detection_keeps_the_pyramid_from_the_floor_and_never_below_the_configured_size(detector):
+    image = _scene(small=True)
+    assert [round(float(d.size)) for d in detector.detect_larger(image, 0)] == [
+        round(float(d.size)) for d in detector.detect(image)
+    ]
+    big = detector.detect_larger(image, 120)
+    assert len(big) == 1 and big[0].size > 150
+    with pytest.raises(ValueError, match="detect_size_ratio"):
+        FacePipeline(detector, num_frames=8, window_seconds=1.0, detect_size_ratio=1.5)
