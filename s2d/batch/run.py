@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from s2d.batch import tables
 from s2d.batch.dispatch import sigint_stops
 from s2d.batch.inputs import InputError, Span, VideoInput
@@ -49,29 +51,39 @@ def run_key(settings: Settings, model: str, options: dict) -> str:
 
 def plan(videos: list[VideoInput], options: list[dict], settings: Settings, out: Path) -> tuple[list, list, int]:
     """(jobs to run, records of inputs that cannot run: missing files, count already done), one job per video and
-    model. Hashing reads every file once, here: the key must be known before a video is handed out."""
+    model. The key must be known before a video is handed out: a file recorded before with the same path, size and
+    modification time keeps its content hash (as make and rsync judge a file unchanged); any other is read and hashed
+    here."""
     keys = [run_key(settings, o["model"], o) for o in options]
-    done = {part for part, status in tables.done_parts(out).items() if status in DONE}
+    rows = tables.recorded(out).items()
+    done = {part for part, row in rows if row["status"] in DONE}
+    known = {_file_id(row["path"], row["size_bytes"], row.get("mtime_ns")): row["video_key"] for _, row in rows}
     jobs, missing, skipped, seen = [], [], 0, {}
     for video in videos:
         if not video.path.is_file():
             key = hashlib.sha256(str(video.path).encode()).hexdigest()[:16]
             for o, k in zip(options, keys, strict=True):
-                job = Job(video, key, None, o, k)
+                job = Job(video, key, None, None, o, k)
                 missing.append(failed_record(job, "not_found", f"no such file: {video.path}"))
             continue
-        key = sha256_of(video.path)[:16]
+        stat = video.path.stat()
+        key = known.get(_file_id(video.path, stat.st_size, stat.st_mtime_ns)) or sha256_of(video.path)[:16]
         if key in seen:  # the same bytes twice: their rows are the first path's
             log.warning("%s has the same content as %s: analysed once, under the first path", video.path, seen[key])
             continue
         seen[key] = video.path
         for o, k in zip(options, keys, strict=True):
-            job = Job(video, key, video.path.stat().st_size, o, k)
+            job = Job(video, key, stat.st_size, stat.st_mtime_ns, o, k)
             if job.part in done:
                 skipped += 1
             else:
                 jobs.append(job)
     return jobs, missing, skipped
+
+
+def _file_id(path, size, mtime_ns) -> tuple | None:
+    """(path, size, modification time) of a file; None where a row has none (a missing file, an older row)."""
+    return None if pd.isna(size) or pd.isna(mtime_ns) else (str(path), int(size), int(mtime_ns))
 
 
 def write_record(out: Path, record: Record, fmt: str) -> None:

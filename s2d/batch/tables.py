@@ -34,8 +34,9 @@ WINDOW_COLUMNS = [*KEY_COLUMNS, "track_id", "t_start", "t_end", "label", "confid
                   *BOX_COLUMNS, *KEYPOINT_COLUMNS]  # fmt: skip
 VIDEO_COLUMNS = [*KEY_COLUMNS, "status", "error_code", "error_message", "duration_s", "fps", "width",
                  "height", "frames_decoded", "faces_detected", "persons", "windows", "seconds", "peak_rss_mib",
-                 "worker", "node_id", "size_bytes", "analysed_at", "options"]  # fmt: skip
-COUNT_COLUMNS = ["track_id", "width", "height", "frames_decoded", "faces_detected", "persons", "windows", "size_bytes"]
+                 "worker", "node_id", "size_bytes", "mtime_ns", "analysed_at", "options"]  # fmt: skip
+COUNT_COLUMNS = ["track_id", "width", "height", "frames_decoded", "faces_detected", "persons", "windows", "size_bytes",
+                 "mtime_ns"]  # fmt: skip
 
 
 class Results(NamedTuple):
@@ -125,9 +126,9 @@ def _concat(paths, columns: list[str]) -> pd.DataFrame:
     return frame.astype(dict.fromkeys(counts, "Int64"))  # whole numbers, missing where a video failed
 
 
-def done_parts(out: Path) -> dict[str, str]:
-    """Part name -> status of every video already recorded in `out` (`failed` ones are tried again)."""
-    return {part: str(_read(path)["status"].iloc[0]) for part, path in _parts(out, VIDEOS).items()}
+def recorded(out: Path) -> dict[str, dict]:
+    """Part name -> its `videos` row, for every video already recorded in `out`."""
+    return {part: _read(path).iloc[0].to_dict() for part, path in _parts(out, VIDEOS).items()}
 
 
 def class_columns(frame: pd.DataFrame) -> list[str]:

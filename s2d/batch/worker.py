@@ -29,6 +29,7 @@ class Job:
     video: VideoInput
     video_key: str  # the content's sha256, shortened
     size_bytes: int | None
+    mtime_ns: int | None  # with the path and size: the file the content hash was taken of
     options: dict  # ClassifyOptions fields, the model's name included
     run_key: str  # the model and options, hashed: the second half of the part's name
 
@@ -64,6 +65,7 @@ def _video_row(job: Job, model: dict) -> dict:
         "video_key": job.video_key, "path": str(job.video.path), "model": model.get("name", job.model),
         "model_version": model.get("version"), "model_family": model.get("family"),
         "model_variant": model.get("variant"), "run_key": job.run_key, "size_bytes": job.size_bytes,
+        "mtime_ns": job.mtime_ns,
         "worker": f"{socket.gethostname()}:{os.getpid()}", "node_id": None,
         "analysed_at": datetime.now(UTC).isoformat(timespec="seconds"), "options": json.dumps(job.options),
         **job.video.extra,
