@@ -73,7 +73,7 @@ def best_precision() -> tuple[str, str]:
     isa = isa_summary()
     if native_bf16():
         units = [f for f in BF16_FLAGS if f in isa.split()] or ["native bf16"]
-        return "bf16", f"bf16: this CPU has {' and '.join(units)}, which run bf16 matmuls at twice fp32's rate or more"
+        return "bf16", f"bf16: this CPU has {' and '.join(units)}, bf16 matmul units (BENCHMARKS.md: faster than fp32)"
     return "fp32", f"fp32: no bf16 unit on this CPU ({isa}); bf16 would be emulated, slower than fp32"
 
 
