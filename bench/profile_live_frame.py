@@ -7,7 +7,8 @@ at `--fps`), with the per-frame baseline's window (T=8 frames per 1 s window, on
 Stages: decode (JPEG -> RGB, `decode_image`), detect (full MTCNN on every `detect_every`-th frame), refine (ONet on
 the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.push`). Each configuration runs
 `--repeats` passes over the same frames after one warm-up pass; the median pass is shown as ms per frame and as
-shares. `--compare` runs the pipeline with its per-frame savings switched off beside it, in the same process.
+shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment,
+every detection full range) and with lazy alignment only, beside the default (the service's stream settings).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from s2d.harness.measure import machine, write_report
 from s2d.harness.streams import clip_frames
 from s2d.service.faces import FacePipeline, create_detector
 from s2d.service.media import Frame
+from s2d.service.settings import Settings
 from s2d.service.streams.protocol import decode_image
 
 MAX_PIXELS = 1920 * 1080
@@ -91,15 +93,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--window-seconds", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
+    fields = Settings.model_fields
+    parser.add_argument("--detect-size-ratio", type=float, default=fields["stream_detect_size_ratio"].default)
+    parser.add_argument("--full-detect-every", type=int, default=fields["stream_full_detect_every"].default)
     parser.add_argument("--compare", action="store_true", help="also run with the per-frame savings off")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     print(f"command: {' '.join(sys.argv)}")
     jpegs = clip_frames()
     detector = create_detector("mtcnn")
-    configs = {"default": {}}
+    configs = {"default": {"detect_size_ratio": args.detect_size_ratio, "full_detect_every": args.full_detect_every}}
     if args.compare:
-        configs = {"savings off": {"lazy_align": False}, **configs}
+        configs = {"savings off": {"lazy_align": False}, "lazy align": {}, **configs}
     rows = []
     for label, options in configs.items():
         row = profile(detector, jpegs, args, label, options)
@@ -110,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"{label:>12}: {row['ms_per_frame']:.2f} ms/frame ({1000 / row['ms_per_frame']:.0f} frames/s on one "
               f"core) | {stages} | windows {row['windows']}, faces {row['faces']}", flush=True)  # fmt: skip
-    if len(rows) == 2:
-        print(f"per-frame time, default / savings off: {rows[1]['ms_per_frame'] / rows[0]['ms_per_frame']:.3f}")
+    for row in rows[1:]:
+        print(f"per-frame time, savings off / {row['config']}: {rows[0]['ms_per_frame'] / row['ms_per_frame']:.2f}x")
     print(f"report: {write_report('live_frame', rows)}")
 
 

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
 
     # Live streams (WebSocket /v1/stream; protocol and back-pressure: service/streams.py)
     stream_max_streams: int = Field(64, ge=1, description="streams open at once; beyond it: close 1013")
+    stream_detect_size_ratio: float = Field(
+        0.7, ge=0, le=1, description="stream detections seek faces >= this share of the smallest tracked one; 0: all"
+    )
+    stream_full_detect_every: int = Field(3, ge=1, description="every n-th stream detection searches every face size")
     stream_idle_timeout_s: float = Field(30.0, gt=0, description="close a stream silent for this long (1001)")
     stream_heartbeat_s: float = Field(10.0, gt=0, description="WebSocket ping interval; no pong in as long: closed")
     stream_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest encoded frame (image bytes)")

@@ -51,6 +51,8 @@ class StreamConfig:
     detector: str | None
     insightface_root: Path | None
     detect_every: int
+    detect_size_ratio: float = 0.0  # see FacePipeline
+    full_detect_every: int = 1
     extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
 
     @classmethod
@@ -68,6 +70,8 @@ class StreamConfig:
             detector=settings.detector,
             insightface_root=settings.insightface_root,
             detect_every=settings.detect_every,
+            detect_size_ratio=settings.stream_detect_size_ratio,
+            full_detect_every=settings.stream_full_detect_every,
             extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
         )
 
@@ -158,8 +162,9 @@ class LiveStream:
         self.aligned: AlignedWindows | None = None
         if hello.mode == "faces":
             self.pipeline = FacePipeline(
-                None, card.num_frames, window_s, hop_s, detect_every=config.detect_every
-            )  # detector: set per call (one per worker thread; detectors are not thread-safe)
+                None, card.num_frames, window_s, hop_s, detect_every=config.detect_every,
+                detect_size_ratio=config.detect_size_ratio, full_detect_every=config.full_detect_every,
+            )  # fmt: skip  # detector: set per call (one per worker thread; detectors are not thread-safe)
         else:
             self.aligned = AlignedWindows(card.num_frames, window_s, hop_s, card.input.height)
 
