@@ -7,8 +7,9 @@ at `--fps`), with the per-frame baseline's window (T=8 frames per 1 s window, on
 Stages: decode (JPEG -> RGB, `decode_image`), detect (full MTCNN on every `detect_every`-th frame), refine (ONet on
 the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.push`). Each configuration runs
 `--repeats` passes over the same frames after one warm-up pass; the median pass is shown as ms per frame and as
-shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment,
-every detection full range) and with lazy alignment only, beside the default (the service's stream settings).
+shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment, the
+pyramid resized from the frame, every detection full range), then adding lazy alignment, the chained pyramid, and
+the detections restricted to the tracked sizes (the default: the service's stream settings).
 """
 
 from __future__ import annotations
@@ -101,13 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}")
     print(f"command: {' '.join(sys.argv)}")
     jpegs = clip_frames()
-    detector = create_detector("mtcnn")
-    configs = {"default": {"detect_size_ratio": args.detect_size_ratio, "full_detect_every": args.full_detect_every}}
+    restricted = {"detect_size_ratio": args.detect_size_ratio, "full_detect_every": args.full_detect_every}
+    configs = {"default": ({}, restricted)}  # label: (MTCNN options, FacePipeline options)
     if args.compare:
-        configs = {"savings off": {"lazy_align": False}, "lazy align": {}, **configs}
+        direct = {"chained_pyramid": False}
+        configs = {"savings off": (direct, {"lazy_align": False}), "lazy align": (direct, {}),
+                   "+chained": ({}, {}), **configs}  # fmt: skip
     rows = []
-    for label, options in configs.items():
+    for label, (detector_options, options) in configs.items():
+        detector = create_detector("mtcnn", **detector_options)
         row = profile(detector, jpegs, args, label, options)
+        row["detector_options"] = detector_options
         rows.append(row)
         stages = " | ".join(
             f"{k} {row['stages_ms_per_frame'][k]:.2f} ms ({100 * row['stages_share'][k]:.0f}%)"

@@ -151,3 +151,19 @@ def test_chained_pyramid_finds_the_same_faces_with_keypoints_within_5_percent_of
             worst = max(worst, float(np.abs(x.keypoints - y.keypoints).max()) / y.size)
     assert worst < 0.05, worst
     assert not any(chained.detect(image) for image in non_faces[::4])
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_nms_with_all_overlaps_at_once_keeps_exactly_what_the_loop_keeps(mode):
+    from s2d.service.faces.boxes import _nms_loop, _nms_matrix
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 40, 400):
+        corner = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(5, 80, (n, 2))], 1).astype(np.float32)
+        scores = rng.choice([0.7, 0.8, 0.9], n) if n > 2 else rng.uniform(size=n)  # ties: the stable order decides
+        order = np.argsort(-scores, kind="stable")
+        for threshold in (0.3, 0.5, 0.7):
+            kept = _nms_matrix(boxes, order, threshold, mode)
+            np.testing.assert_array_equal(kept, _nms_loop(boxes, order, threshold, mode))
+            assert len(kept) >= 1

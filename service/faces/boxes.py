@@ -21,9 +21,19 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, mode: str = "union") -> np.ndarray:
     return inter / np.maximum(denom, 1e-9)
 
 
+_NMS_MATRIX_MAX = 1024  # boxes up to which NMS computes all overlaps at once (8 MB of float64)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first."""
     order = np.argsort(-scores, kind="stable")
+    if len(order) <= _NMS_MATRIX_MAX:
+        return _nms_matrix(boxes, order, threshold, mode)
+    return _nms_loop(boxes, order, threshold, mode)
+
+
+def _nms_loop(boxes: np.ndarray, order: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+    """`nms` one kept box at a time: memory linear in the number of boxes."""
     keep: list[int] = []
     while order.size:
         i = order[0]
@@ -32,6 +42,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
             break
         overlap = iou_matrix(boxes[i : i + 1], boxes[order[1:]], mode)[0]
         order = order[1:][overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _nms_matrix(boxes: np.ndarray, order: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+    """`nms` with every overlap computed in one call (the same values, element by element) and only the loop over
+    kept boxes in Python: the proposal stage's NMS calls were a fifth of a detection's time."""
+    ranked = np.asarray(boxes)[order]
+    overlap = iou_matrix(ranked, ranked, mode)
+    alive = np.ones(len(order), bool)
+    keep: list[int] = []
+    for i in range(len(order)):
+        if alive[i]:
+            keep.append(int(order[i]))
+            alive[i + 1 :] &= overlap[i, i + 1 :] <= threshold
     return np.asarray(keep, dtype=np.int64)
 
 
