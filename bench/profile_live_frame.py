@@ -7,9 +7,10 @@ at `--fps`), with the per-frame baseline's window (T=8 frames per 1 s window, on
 Stages: decode (JPEG -> RGB, `decode_image`), detect (full MTCNN on every `detect_every`-th frame), refine (ONet on
 the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.push`). Each configuration runs
 `--repeats` passes over the same frames after one warm-up pass; the median pass is shown as ms per frame and as
-shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment, the
-pyramid resized from the frame, every detection full range), then adding lazy alignment, the chained pyramid, and
-the detections restricted to the tracked sizes (the default: the service's stream settings).
+shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment, NMS
+one box at a time, the pyramid resized from the frame, every detection full range), then adding lazy alignment and
+the all-at-once NMS, the chained pyramid, and the detections restricted to the tracked sizes (the default: the
+service's stream settings).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from collections import defaultdict
 
 from s2d.harness.measure import machine, write_report
 from s2d.harness.streams import clip_frames
-from s2d.service.faces import FacePipeline, create_detector
+from s2d.service.faces import FacePipeline, boxes, create_detector
 from s2d.service.media import Frame
 from s2d.service.settings import Settings
 from s2d.service.streams.protocol import decode_image
 
 MAX_PIXELS = 1920 * 1080
+NMS_MATRIX_MAX = boxes._NMS_MATRIX_MAX
 
 
 class _TimedDetector:
@@ -106,11 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     configs = {"default": ({}, restricted)}  # label: (MTCNN options, FacePipeline options)
     if args.compare:
         direct = {"chained_pyramid": False}
-        configs = {"savings off": (direct, {"lazy_align": False}), "lazy align": (direct, {}),
+        configs = {"savings off": (direct, {"lazy_align": False}), "+lazy align, NMS": (direct, {}),
                    "+chained": ({}, {}), **configs}  # fmt: skip
     rows = []
     for label, (detector_options, options) in configs.items():
         detector = create_detector("mtcnn", **detector_options)
+        # "savings off": NMS one kept box at a time, as before the all-overlaps-at-once path
+        boxes._NMS_MATRIX_MAX = 0 if label == "savings off" else NMS_MATRIX_MAX
         row = profile(detector, jpegs, args, label, options)
         row["detector_options"] = detector_options
         rows.append(row)
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{k} {row['stages_ms_per_frame'][k]:.2f} ms ({100 * row['stages_share'][k]:.0f}%)"
             for k in ("decode", "detect", "refine", "align+windows+tracker")
         )
-        print(f"{label:>12}: {row['ms_per_frame']:.2f} ms/frame ({1000 / row['ms_per_frame']:.0f} frames/s on one "
+        print(f"{label:>17}: {row['ms_per_frame']:.2f} ms/frame ({1000 / row['ms_per_frame']:.0f} frames/s on one "
               f"core) | {stages} | windows {row['windows']}, faces {row['faces']}", flush=True)  # fmt: skip
     for row in rows[1:]:
         print(f"per-frame time, savings off / {row['config']}: {rows[0]['ms_per_frame'] / row['ms_per_frame']:.2f}x")
