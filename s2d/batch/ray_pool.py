@@ -10,6 +10,8 @@ Python environment (s2d installed) and the same paths: the videos and the model 
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 from collections.abc import Iterator
 
@@ -38,12 +40,23 @@ def _finished(refs: list) -> list:
     return ray.wait(refs, num_returns=1, timeout=0.2)[0]
 
 
+def driver_options(address: str) -> dict:
+    """ray.init options for a driver of the cluster at `address`: on a loopback address, the driver stays on it too.
+    Left to itself a driver takes the address its traffic leaves from, and Ray swaps a loopback one for the machine's
+    outward address, so a cluster kept on loopback would be reached from outside it."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return {"_node_ip_address": host}
+    return {}
+
+
 class RayPool:
     def __init__(self, settings: Settings, address: str, workers: int | None, gpus_per_worker: float, retries: int):
         import ray
 
         # Connect before the driver's SIGINT handler is installed (run.run_batch), so that Ray does not replace it.
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **driver_options(address))
         resources = ray.cluster_resources()
         slots = resources.get("GPU", 0) / gpus_per_worker if gpus_per_worker else resources.get("CPU", 1)
         self.workers = max(1, workers or int(slots))

@@ -51,7 +51,8 @@ def kill_node(node: subprocess.Popen) -> None:
 
 def alive_nodes(address: str) -> list[str]:
     """The ids of the cluster's live nodes, asked by a short-lived driver of its own."""
-    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR')\n"
+    code = "import ray; from s2d.batch.ray_pool import driver_options\n"
+    code += f"ray.init(address={address!r}, logging_level='ERROR', **driver_options({address!r}))\n"
     code += "print(*[n['NodeID'] for n in ray.nodes() if n['Alive']])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     return result.stdout.split() if result.returncode == 0 else []
