@@ -33,7 +33,7 @@ NMS_MATRIX_MAX = boxes._NMS_MATRIX_MAX
 
 
 class _TimedDetector:
-    """The detector, its two calls timed into `seconds`."""
+    """The MTCNN detector, its calls timed into `seconds`."""
 
     def __init__(self, detector, seconds: dict):
         self.detector, self.seconds = detector, seconds
@@ -41,6 +41,9 @@ class _TimedDetector:
 
     def detect(self, image):
         return self._timed("detect", self.detector.detect, image)
+
+    def detect_larger(self, image, min_face_size):
+        return self._timed("detect", self.detector.detect_larger, image, min_face_size)
 
     def refine(self, image, boxes):
         return self._timed("refine", self.detector.refine, image, boxes)
@@ -56,6 +59,7 @@ class _TimedDetector:
 def one_pass(detector, jpegs: list[bytes], args: argparse.Namespace, options: dict) -> dict:
     """Seconds per stage over one stream of `args.seconds` at `args.fps`, and what it produced."""
     seconds: dict = defaultdict(float)
+    seconds["detect"] = seconds["refine"] = 0.0
     timed = _TimedDetector(detector, seconds)
     pipeline = FacePipeline(timed, args.num_frames, args.window_seconds, detect_every=args.detect_every, **options)
     windows = faces = 0
