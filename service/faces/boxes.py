@@ -10,6 +10,11 @@ def area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
+def sizes(boxes: np.ndarray) -> np.ndarray:
+    """The longer side of each box, as `Detection.size`."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray, mode: str = "union") -> np.ndarray:
     """[len(a), len(b)] overlap: intersection over union, or over the smaller box (mode="min")."""
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..media import Frame
 from .align import CROP_SIZE, align_face, align_faces
-from .tracker import Track, Tracker, TrackerConfig, _sizes
+from .boxes import sizes
+from .tracker import Track, Tracker, TrackerConfig
 from .types import Detection, FaceDetector
 from .windows import Window, WindowBuilder
 
@@ -108,7 +109,7 @@ class FacePipeline:
             return None
         if self._detections % self.full_detect_every == 0:
             return None
-        return self.detect_size_ratio * float(_sizes(np.stack([tr.box for tr in tracks])).min())
+        return self.detect_size_ratio * float(sizes(np.stack([tr.box for tr in tracks])).min())
 
     def _coast(self, t: float) -> list[Track]:
         """No detector output for this frame: move visible tracks along their motion, keypoints with them."""

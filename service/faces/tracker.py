@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .boxes import iou_matrix
+from .boxes import iou_matrix, sizes
 from .types import Detection
 
 
@@ -103,10 +103,10 @@ class Tracker:
             return []
         seen = np.stack([self.tracks[i].box for i in tracks])
         gap = np.float32([t - self.tracks[i].last_t for i in tracks])
-        size = _sizes(seen)
+        size = sizes(seen)
         reach = (cfg.reach + cfg.reach_per_s * gap) * size
         distance = _distance_to_path(_centres(det_boxes[dets]), _centres(seen), _centres(predicted[tracks]))
-        ratio = _sizes(det_boxes[dets])[None, :] / size[:, None]
+        ratio = sizes(det_boxes[dets])[None, :] / size[:, None]
         near = (distance < reach[:, None]) & (ratio < cfg.max_size_ratio) & (ratio > 1 / cfg.max_size_ratio)
         near &= (gap <= cfg.max_age_s)[:, None]  # an expired track ends rather than coming back from afar
         closeness = np.where(near, 1 - distance / np.maximum(reach[:, None], 1e-9), -np.inf)
@@ -140,11 +140,6 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, :2] + boxes[:, 2:]) / 2
-
-
-def _sizes(boxes: np.ndarray) -> np.ndarray:
-    """The longer side of each box, as `Detection.size`."""
-    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
 
 
 def _distance_to_path(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
