@@ -41,6 +41,8 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
 - `--openvino-int8 RECIPES`: OpenVINO on an int8 recipe's graph (e.g. int8-static, QDQ: its matmuls in int8);
   `--nncf int8w-dq,int8w`: OpenVINO on the fp32 graph with NNCF int8 weights, with and without its dynamic
   quantisation of the activations (NNCF_MODES); the rest of the graph in bf16 where native, else fp32.
+- `--ptq-clips N`: OpenVINO on the fp32 graph quantised by NNCF's post-training quantisation (int8 matmuls,
+  activation ranges calibrated on N synthetic face clips other than the evaluation ones), as "ov-ptq".
 - `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), which
   shows e.g. the landmark network's share (Conv, PRelu) against the ViT's matmuls.
 """
@@ -136,15 +138,22 @@ def openvino_engine(path: Path, precision: str, threads: int, name: str = "") ->
     file; `name` for another, e.g. an int8 recipe's QDQ graph, whose quantised matmuls OpenVINO runs in int8)."""
     import openvino
 
-    from s2d.service.openvino_engine import compile_for_cpu, outputs_by_name
+    from s2d.service.openvino_engine import compile_for_cpu
 
-    request = compile_for_cpu(path, precision, threads).create_infer_request()
+    request = compile_for_cpu(path, precision, threads, batch=1).create_infer_request()
+    note = f"OpenVINO {openvino.get_version().split('-')[0]} CPU, {path.name}, {precision} hint, {threads} threads"
+    return Engine(name or f"ov-{precision}", clip_by_clip(request), note + ", one clip per call (as served)")
+
+
+def clip_by_clip(request) -> Callable[[np.ndarray], np.ndarray]:
+    """An OpenVINO request compiled for batch 1 run over a batch one clip at a time, as the service's engine runs
+    it (service.openvino_engine.OpenVinoClassifier)."""
+    from s2d.service.openvino_engine import outputs_by_name
 
     def run(clips: np.ndarray) -> np.ndarray:
-        return outputs_by_name(request.infer({"frames": clips}))["logits"]
+        return np.concatenate([outputs_by_name(request.infer({"frames": clip[None]}))["logits"] for clip in clips])
 
-    note = f"OpenVINO {openvino.get_version().split('-')[0]} CPU, {path.name}, {precision} hint, {threads} threads"
-    return Engine(name or f"ov-{precision}", run, note)
+    return run
 
 
 # NNCF int8 weight compression (per-channel, asymmetric), run two ways: with OpenVINO's dynamic quantisation of the
@@ -175,6 +184,41 @@ def nncf_engines(path: Path, modes: list[str], precision: str, threads: int) -> 
         note = f"OpenVINO, NNCF int8 weights (asym, per channel), {precision}, dynamic quantisation group {group}"
         engines.append(Engine(f"ov-{mode}", run, note))
     return engines
+
+
+def ptq_engine(path: Path, calibration: np.ndarray, precision: str, threads: int) -> Engine:
+    """OpenVINO on the fp32 file quantised by NNCF's post-training quantisation (int8 weights and activations of
+    the matmuls, ranges calibrated on `calibration` clips; the transformer preset keeps softmax, LayerNorm and the
+    residual adds in float), the rest at `precision`. The landmark projection (a 1x1 convolution exported as a
+    MatMul on a reshaped weight) is left in float: NNCF 3.4 fails on that weight's reshape."""
+    import nncf
+
+    from s2d.service.openvino_engine import _core, compile_for_cpu, with_batch
+
+    model = with_batch(_core().read_model(str(path)), 1)
+    float_matmuls = [op.get_friendly_name() for op in model.get_ops() if _is_reshaped_weight_matmul(op)]
+    quantised = nncf.quantize(
+        model, nncf.Dataset([clip[None] for clip in calibration]), model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(names=float_matmuls, validate=False),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)),
+    )  # fmt: skip
+    request = compile_for_cpu(quantised, precision, threads).create_infer_request()
+    note = (f"OpenVINO, NNCF post-training int8 (transformer preset, {len(calibration)} synthetic face clips), "
+            f"the rest {precision}, one clip per call")  # fmt: skip
+    return Engine("ov-ptq", clip_by_clip(request), note)
+
+
+def _is_reshaped_weight_matmul(op) -> bool:
+    """A MatMul whose weight is a constant reached through Reshape and Transpose (the exported 1x1 convolution)."""
+    if op.get_type_name() != "MatMul":
+        return False
+    node = op.input_value(1).get_node()
+    while node.get_type_name() in ("Transpose", "Reshape", "Convert"):
+        node = node.input_value(0).get_node()
+        if node.get_type_name() == "Constant":
+            return True
+    return False
 
 
 def openvino_engines(path: Path, precisions: list[str], threads: int) -> list[Engine]:
@@ -463,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         "--openvino-int8", default="", help="int8 recipes (of --int8) whose graph OpenVINO also runs, as ov-<recipe>"
     )
     parser.add_argument("--nncf", default="", help=f"OpenVINO with NNCF int8 weights: modes among {list(NNCF_MODES)}")
+    parser.add_argument(
+        "--ptq-clips", type=int, default=0, help="also OpenVINO on NNCF post-training int8 calibrated on N clips"
+    )
     parser.add_argument("--fit-clips", type=int, default=8, help="clips for the fitted head (0: keep the head)")
     parser.add_argument(
         "--int8", default="int8,int8-attention,int8-fused", help=f"int8 recipes among {list(INT8_RECIPES)}"
@@ -530,6 +577,10 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
         for recipe in [r for r in args.openvino_int8.split(",") if r]:
             ov.append(openvino_engine(paths[f"ort-{recipe}"], rest, args.threads, name=f"ov-{recipe}"))
         ov += nncf_engines(paths["ort-fp32"], [m for m in args.nncf.split(",") if m], rest, args.threads)
+        if args.ptq_clips:
+            calibration = synthetic_clips(args.ptq_clips, cfg.num_frames, cfg.img_size, seed=2)
+            print(f"NNCF post-training quantisation on {args.ptq_clips} clips ...", flush=True)
+            ov.append(ptq_engine(paths["ort-fp32"], calibration, rest, args.threads))
         engines = [torch_engine(model, args.threads), *ort, *ov]
         print(f"batch 1, {args.eval_clips} clips, engines interleaved per clip:", flush=True)
         seconds, logits = interleaved(engines, clips[: args.eval_clips])

@@ -110,11 +110,25 @@ def usable_cache_dir(folder: Path) -> Path | None:
     return folder
 
 
-def compile_for_cpu(path, precision: str, threads: int = 0, cache_dir: Path | None = None, **properties):
+def with_batch(model, batch: int):
+    """`model` (an openvino.Model) with its input's batch axis fixed at `batch`: OpenVINO's CPU plugin picks faster
+    kernels for static shapes than for a dynamic batch (BENCHMARKS.md, issue 28)."""
+    port = model.inputs[0]
+    shape = port.get_partial_shape()
+    shape[0] = batch
+    model.reshape({port.get_any_name(): shape})
+    return model
+
+
+def compile_for_cpu(
+    path, precision: str, threads: int = 0, cache_dir: Path | None = None, batch: int | None = None, **properties
+):
     """OpenVINO's CompiledModel of the ONNX file `path` (or an openvino.Model) for the CPU at `precision` (bf16 or
     fp32), `threads` inference threads (0: OpenVINO's choice, one per core), cached in `cache_dir` (None: no cache),
-    with further OpenVINO `properties` (the benchmark's int8 options). The service's engine and the CPU benchmark
-    compile alike through here."""
+    its batch fixed at `batch` (None: as the file has it), with further OpenVINO `properties` (the benchmark's int8
+    options). The service's engine and the CPU benchmark compile alike through here."""
+    if batch is not None:
+        path = with_batch(_core().read_model(str(path)) if isinstance(path, str | Path) else path, batch)
     config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         # One call at a time (the batcher's worker), as fast as it can go: latency, not throughput streams.
@@ -138,9 +152,13 @@ def outputs_by_name(results) -> dict[str, np.ndarray]:
 
 
 class OpenVinoClassifier(Classifier):
-    """The model's fp32 ONNX file compiled by OpenVINO for the CPU at one inference precision."""
+    """The model's fp32 ONNX file compiled by OpenVINO for the CPU at one inference precision, for one clip per call:
+    a batch runs clip by clip. With its batch fixed at one, OpenVINO compiles faster kernels than for a dynamic
+    batch, and a dynamic batch of 4 was no faster per clip than one (BENCHMARKS.md, issue 28); one compiled model
+    also keeps one copy of the converted weights (a second, static one beside the dynamic one doubled the memory)."""
 
     SOURCE_VARIANT = "fp32"  # the store file OpenVINO reads; the precision is OpenVINO's, at compile time
+    CLIPS_PER_CALL = 1
 
     def __init__(
         self,
@@ -154,7 +172,9 @@ class OpenVinoClassifier(Classifier):
         self.inference_precision, self.precision_reason = resolve_precision(precision)
         self.cache_dir = usable_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
         start = time.perf_counter()
-        self.compiled = compile_for_cpu(self.path, self.inference_precision, intra_op_threads, self.cache_dir)
+        self.compiled = compile_for_cpu(
+            self.path, self.inference_precision, intra_op_threads, self.cache_dir, batch=self.CLIPS_PER_CALL
+        )
         self.compile_s = time.perf_counter() - start
         self.loaded_from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -197,11 +217,18 @@ class OpenVinoClassifier(Classifier):
             "precision": self.inference_precision,
             "precision_reason": self.precision_reason,
             "threads": self.threads,
+            "clips_per_call": self.CLIPS_PER_CALL,
             "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
             "loaded_from_cache": self.loaded_from_cache,
             "compile_s": round(self.compile_s, 3),
         }
 
     def _infer(self, frames: np.ndarray, seconds_left: float | None) -> ModelOutput:  # runs to the end, always
-        out = outputs_by_name(self.request.infer({self.input_name: frames}))
-        return ModelOutput(out["logits"].astype(np.float32, copy=False), out["probs"].astype(np.float32, copy=False))
+        calls = [outputs_by_name(self.request.infer({self.input_name: clip})) for clip in self._calls(frames)]
+        logits, probs = (np.concatenate([c[name] for c in calls]).astype(np.float32, copy=False)
+                         for name in ("logits", "probs"))  # fmt: skip
+        return ModelOutput(logits, probs)
+
+    def _calls(self, frames: np.ndarray):
+        step = self.CLIPS_PER_CALL
+        return (frames[i : i + step] for i in range(0, len(frames), step))

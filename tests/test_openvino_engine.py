@@ -71,6 +71,9 @@ def test_openvino_gives_onnxruntime_fp32_probabilities(stored, clips, reference,
     assert np.abs(single - reference.probs).max() <= TOLERANCE[precision]
     assert engine.precision == precision and engine.label == f"openvino/{precision}"
     assert engine.engine()["precision"] == precision and engine.engine()["threads"] == 2
+    # compiled for one clip per call (static shapes: faster kernels), so a batch of several ran clip by clip
+    assert engine.compiled.inputs[0].get_partial_shape().is_static and engine.compiled.inputs[0].get_shape()[0] == 1
+    assert len(clips) > 1 and engine.engine()["clips_per_call"] == 1
     with pytest.raises(ValueError, match="expected uint8"):  # the shared shape check
         engine.run(clips[:, :1])
 
