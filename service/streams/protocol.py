@@ -72,10 +72,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         check_size(*size, MediaLimits(max_pixels=max_pixels))
     except MediaError as err:  # the same stable codes: too_large, unsupported_media
         raise ProtocolError(err.code, str(err)) from None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    # Straight to RGB: the same pixels as decoding to BGR and converting, without the extra pass over the frame.
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
         raise ProtocolError("undecodable", "the frame image could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 # What a stream sends: its results typed (the sources keep them as they are), the other events as plain dicts.

@@ -33,10 +33,10 @@ def read_frame(path: str | Path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise FrameError(f"cannot read frame {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None  # RGB directly: no second pass
     if image is None:
         raise FrameError(f"cannot decode frame {path} (empty or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 # ---------------------------------------------------------------------------------------------------------------------
