@@ -43,8 +43,9 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   quantisation of the activations (NNCF_MODES); the rest of the graph in bf16 where native, else fp32.
 - `--ptq-clips N`: OpenVINO on the fp32 graph quantised by NNCF's post-training quantisation (int8 matmuls,
   activation ranges calibrated on N synthetic face clips other than the evaluation ones), as "ov-ptq".
-- `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), which
-  shows e.g. the landmark network's share (Conv, PRelu) against the ViT's matmuls.
+- `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), or for
+  ov-bf16 / ov-fp32 OpenVINO's counters per node type and kernel; either shows e.g. the landmark network's share
+  (its convolutions and PRelu) against the ViT's matmuls.
 """
 
 from __future__ import annotations
@@ -474,12 +475,29 @@ def op_profile(path: Path, clip: np.ndarray, threads: int) -> tuple[list[tuple[s
     return per_op.most_common(), by_shape
 
 
+def ov_op_profile(path: Path, precision: str, clip: np.ndarray, threads: int) -> tuple[list[tuple[str, float]], list]:
+    """OpenVINO's own counters over one call (after a warm-up call), compiled as served (one clip per call):
+    seconds per executed node type and kernel ("FullyConnected brgemm_avx512_amx_bf16"), most expensive first."""
+    from collections import Counter
+
+    from s2d.service.openvino_engine import compile_for_cpu
+
+    request = compile_for_cpu(path, precision, threads, batch=1, PERF_COUNT=True).create_infer_request()
+    request.infer({"frames": clip})
+    request.infer({"frames": clip})
+    per_op: Counter[str] = Counter()
+    for node in request.profiling_info:
+        if node.status.name == "EXECUTED":
+            per_op[f"{node.node_type} {node.exec_type}"] += node.real_time.total_seconds()
+    return per_op.most_common(), []
+
+
 def print_profile(name: str, profile: tuple[list[tuple[str, float]], list[tuple]]) -> None:
     per_op, by_shape = profile
     total = sum(t for _, t in per_op)
     print(f"{name}: kernel time per operator over one clip ({1000 * total:.1f} ms in all)")
     for op, seconds in per_op[:12]:
-        print(f"  {op:28s} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
+        print(f"  {op:42s} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
     for shapes, seconds, calls, gflops in by_shape[:8]:
         print(f"  int8 matmul {shapes}: {seconds:.3f} s over {calls} calls, {gflops:.0f} GFLOP/s")
 
@@ -522,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--service-threads-only", action="store_true", help="every ORT engine only as the service runs it (asleep)"
     )
-    parser.add_argument("--profile", metavar="ENGINE", help="an ORT engine (e.g. ort-int8): kernel time per operator")
+    parser.add_argument(
+        "--profile",
+        metavar="ENGINE",
+        help="an ORT engine (e.g. ort-int8), ov-bf16 or ov-fp32: kernel time per operator",
+    )
     parser.add_argument("--strict", action="store_true", help="exit status 1 when the target is not met")
     args = parser.parse_args(argv)
 
@@ -599,7 +621,10 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
                   f"{figures['max_abs_logit_diff']:.2e}, max |dprob| {figures['max_abs_prob_diff']:.2e}",
                   flush=True)  # fmt: skip
         extra = {b: batch_timing(engines, clips, b, args.repeats) for b in args.batches}
-        if args.profile:
+        if args.profile in ("ov-bf16", "ov-fp32"):
+            precision = args.profile.removeprefix("ov-")
+            print_profile(args.profile, ov_op_profile(paths["ort-fp32"], precision, clips[:1], args.threads))
+        elif args.profile:
             print_profile(args.profile, op_profile(paths[args.profile], clips[:1], args.threads))
     rows = []
     for engine in engines:
