@@ -2,7 +2,7 @@
 stage by stage, on the frames `bench/live_capacity.py` sends (the standard one-face 640x360 clip as JPEG, looped
 at `--fps`), with the per-frame baseline's window (T=8 frames per 1 s window, one window per second).
 
-    .venv/bin/python bench/profile_live_frame.py [--seconds 20] [--fps 15] [--detect-every 5] [--repeats 3]
+    .venv/bin/python bench/profile_live_frame.py [--seconds 20] [--fps 15] [--detect-every N] [--repeats 3]
 
 Stages: decode (JPEG -> RGB, `decode_image`), detect (full MTCNN on every `detect_every`-th frame), refine (ONet on
 the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.push`). Each configuration runs
@@ -26,6 +26,7 @@ from s2d.harness.streams import clip_frames
 from s2d.service.faces import FacePipeline, boxes, create_detector
 from s2d.service.media import Frame
 from s2d.service.settings import Settings
+from s2d.service.streams.live import StreamConfig
 from s2d.service.streams.protocol import decode_image
 
 MAX_PIXELS = 1920 * 1080
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--detect-every", type=int, default=5)
+    parser.add_argument("--detect-every", type=int, help="default: a live stream's, at --fps (the service's defaults)")
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--window-seconds", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-detect-every", type=int, default=fields["stream_full_detect_every"].default)
     parser.add_argument("--compare", action="store_true", help="also run with the per-frame savings off")
     args = parser.parse_args(argv)
+    if args.detect_every is None:
+        args.detect_every = StreamConfig.from_settings(Settings()).detect_every_frames(args.fps)
     print(f"machine: {machine()}")
     print(f"command: {' '.join(sys.argv)}")
     jpegs = clip_frames()

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
         0.7, ge=0, le=1, description="stream detections seek faces >= this share of the smallest tracked one; 0: all"
     )
     stream_full_detect_every: int = Field(3, ge=1, description="every n-th stream detection searches every face size")
+    stream_detect_interval_s: float = Field(
+        1.0, ge=0, description="seconds between a live stream's face detections, at its frame rate; 0: detect_every"
+    )
     stream_idle_timeout_s: float = Field(30.0, gt=0, description="close a stream silent for this long (1001)")
     stream_heartbeat_s: float = Field(10.0, gt=0, description="WebSocket ping interval; no pong in as long: closed")
     stream_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest encoded frame (image bytes)")

@@ -20,8 +20,10 @@ import pytest
 from s2d.client import StreamUnauthorized
 from s2d.harness.server import running_server
 from s2d.service.errors import ProtocolError
+from s2d.service.settings import Settings
 from s2d.service.smoothing import EmaSmoother, Hysteresis
 from s2d.service.streams import Outbox, decode_image, pack_frame
+from s2d.service.streams.live import StreamConfig
 from tests.faces_helpers import astronaut_face
 from tests.service_helpers import TEST_CLASSES, TEST_WINDOW_S
 from tests.stream_helpers import StreamClient, aligned_frames, face_frames, jpeg
@@ -147,7 +149,8 @@ def test_hysteresis_and_ema_units():
 def test_faces_stream_tracks_the_face_and_classifies_it(server):
     frames = face_frames(24)
     c = client(server, mode="faces", fps=10, tracks_fps=30)
-    c.start()
+    ready = c.start()
+    assert ready["detect_every_frames"] == 10  # the default interval, 1 s, at the 10 fps the hello declares
     send_paced(c, [jpeg(img) for img, _ in frames], fps=10)
     end = c.finish()
     check_accounting(end, 24)
@@ -164,6 +167,13 @@ def test_faces_stream_tracks_the_face_and_classifies_it(server):
     results = c.of("result")
     assert results and {r["track_id"] for r in results} == {e["tracks"][0]["track_id"] for e in tracks}
     assert all(r["label"] in TEST_CLASSES for r in results)
+
+
+def test_a_streams_detection_interval_is_seconds_at_its_rate_or_else_every_nth_frame():
+    config = StreamConfig.from_settings(Settings(detect_every=3, stream_detect_interval_s=0.5))
+    assert [config.detect_every_frames(fps) for fps in (30, 15, 1, 0.5)] == [15, 8, 1, 1]
+    frames = StreamConfig.from_settings(Settings(detect_every=3, stream_detect_interval_s=0))
+    assert frames.detect_every_frames(30) == 3  # 0: as uploads, every detect_every-th frame
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ Client -> server
      `{"type": "ping"}` (answered with `pong`).
 
 Server -> client: JSON text events, each with a `type`:
-  `ready`    after the hello: model (name, version, variant, provider, demo), classes, window, effective limits.
+  `ready`    after the hello: model (name, version, variant, provider, demo), classes, window, the frames between
+             full face detections (`detect_every_frames`, faces mode), effective limits.
   `tracks`   at most `tracks_fps` per second: the faces of the latest processed frame,
              `{seq, frame_ts, t, width, height, tracks: [{track_id, box: [x1, y1, x2, y2], score}]}`.
   `result`   as soon as a window is classified: `{track_id, t_start, t_end, label, confidence, probs: {class: p},

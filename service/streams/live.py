@@ -51,6 +51,7 @@ class StreamConfig:
     detector: str | None
     insightface_root: Path | None
     detect_every: int
+    detect_interval_s: float = 0.0  # > 0: detections this many seconds apart at the stream's rate, not detect_every
     detect_size_ratio: float = 0.0  # see FacePipeline
     full_detect_every: int = 1
     extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
@@ -70,10 +71,19 @@ class StreamConfig:
             detector=settings.detector,
             insightface_root=settings.insightface_root,
             detect_every=settings.detect_every,
+            detect_interval_s=settings.stream_detect_interval_s,
             detect_size_ratio=settings.stream_detect_size_ratio,
             full_detect_every=settings.stream_full_detect_every,
             extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
         )
+
+    def detect_every_frames(self, fps: float) -> int:
+        """Frames between a stream's full detections: `detect_interval_s` at the stream's rate when set (a live
+        stream's cost per frame is mostly detection, and ONet follows the tracked faces in between: BENCHMARKS.md,
+        issue 28), else `detect_every` as for uploads."""
+        if self.detect_interval_s <= 0:
+            return self.detect_every
+        return max(1, round(self.detect_interval_s * fps))
 
 
 @dataclass
@@ -160,9 +170,10 @@ class LiveStream:
         self._had_tracks = False
         self.pipeline: FacePipeline | None = None
         self.aligned: AlignedWindows | None = None
+        self.detect_every = config.detect_every_frames(self.fps)
         if hello.mode == "faces":
             self.pipeline = FacePipeline(
-                None, card.num_frames, window_s, hop_s, detect_every=config.detect_every,
+                None, card.num_frames, window_s, hop_s, detect_every=self.detect_every,
                 detect_size_ratio=config.detect_size_ratio, full_detect_every=config.full_detect_every,
             )  # fmt: skip  # detector: set per call (one per worker thread; detectors are not thread-safe)
         else:
@@ -178,6 +189,7 @@ class LiveStream:
             "classes": self.classes,
             "mode": self.hello.mode,
             "window": {"num_frames": card.num_frames, "window_seconds": self.window_s, "hop_seconds": self.hop_s},
+            "detect_every_frames": self.detect_every if self.pipeline is not None else None,
             "smoothing": {"method": self.hello.smoothing, "ema_alpha": self.hello.ema_alpha,
                           "hysteresis": self.hello.hysteresis},
             "limits": {"fps": self.fps, "max_frame_bytes": c.max_frame_bytes, "max_pixels": c.max_pixels,
