@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     stream_detect_interval_s: float = Field(
         1.0, ge=0, description="seconds between a live stream's face detections, at its frame rate; 0: detect_every"
     )
+    stream_decode_only_used: bool = Field(
+        True, description="a live stream decodes and refines only the frames its detections and windows use"
+    )
     stream_idle_timeout_s: float = Field(30.0, gt=0, description="close a stream silent for this long (1001)")
     stream_heartbeat_s: float = Field(10.0, gt=0, description="WebSocket ping interval; no pong in as long: closed")
     stream_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest encoded frame (image bytes)")

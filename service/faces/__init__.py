@@ -8,7 +8,7 @@ from .aligned import ALIGNED_TRACK, AlignedWindows, fit_crop
 from .detectors import BACKENDS, DEFAULT_BACKEND, create_detector, thread_detector
 from .insightface import LICENCE_WARNING, InsightFaceDetector, ModelPack, ModelPackError, find_pack
 from .mtcnn import DetectorWeightsError, MTCNNConfig, MTCNNDetector
-from .pipeline import FacePipeline
+from .pipeline import DeferredImage, FacePipeline
 from .tracker import Track, Tracker, TrackerConfig
 from .types import KEYPOINT_NAMES, Detection, FaceDetector
 from .windows import Window, WindowBuilder
@@ -22,6 +22,7 @@ __all__ = [
     "LICENCE_WARNING",
     "TEMPLATE_224",
     "AlignedWindows",
+    "DeferredImage",
     "Detection",
     "DetectorWeightsError",
     "FaceDetector",

@@ -12,6 +12,11 @@ detectors' tracks coast on their motion estimate.
 
 Per-frame savings (live streams, issue 28; figures in BENCHMARKS.md):
 - `lazy_align`: a face is aligned only in the frames a window picks (`windows.py`: exactly the same windows).
+- `frame_interval_s` (decode only what is used): a frame may come as a `DeferredImage`, decoded only when needed:
+  on detection frames, and between them on the frames a window will likely pick (within half a frame interval of
+  one of its sampling times), where ONet refines the tracked faces; on the other frames the tracks coast on their
+  motion and no pixel is decoded. Should a window pick one of those after all (frames came late or were dropped),
+  its crop decodes it then, aligned on the coasted keypoints.
 - `detect_size_ratio`: while faces are tracked, a full detection looks only for faces at least this share of the
   smallest tracked face (MTCNN's image pyramid then skips its largest levels); every `full_detect_every`-th
   detection searches the whole size range, so a new small face is found within detect_every x full_detect_every
@@ -20,6 +25,7 @@ Per-frame savings (live streams, issue 28; figures in BENCHMARKS.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -30,6 +36,28 @@ from .boxes import sizes
 from .tracker import Track, Tracker, TrackerConfig
 from .types import Detection, FaceDetector
 from .windows import Window, WindowBuilder
+
+
+class DeferredImage:
+    """An encoded frame, decoded when first needed and at most once (a live stream's frames, of which most between
+    detections are never needed whole)."""
+
+    def __init__(self, decode: Callable[[], np.ndarray]):
+        self._decode = decode
+        self._image: np.ndarray | None = None
+
+    def get(self) -> np.ndarray:
+        if self._image is None:
+            self._image = self._decode()
+        return self._image
+
+    @property
+    def decoded(self) -> bool:
+        return self._image is not None
+
+
+def pixels(image: np.ndarray | DeferredImage) -> np.ndarray:
+    return image.get() if isinstance(image, DeferredImage) else image
 
 
 class FacePipeline:
@@ -46,6 +74,7 @@ class FacePipeline:
         lazy_align: bool = True,
         detect_size_ratio: float = 0.0,
         full_detect_every: int = 1,
+        frame_interval_s: float | None = None,
     ):
         if detect_every < 1 or full_detect_every < 1:
             raise ValueError(f"detect_every, full_detect_every must be >= 1, got {detect_every}, {full_detect_every}")
@@ -58,6 +87,8 @@ class FacePipeline:
         self.lazy_align = lazy_align
         self.detect_size_ratio, self.full_detect_every = detect_size_ratio, full_detect_every
         self._detections = 0
+        self.frame_interval_s = frame_interval_s  # set: refine (and decode) only the frames a window may pick
+        self.undecodable: list[tuple[int, Exception]] = []  # deferred frames a window picked that failed to decode
         self.tracker = Tracker(tracker)
         self.windows = WindowBuilder(num_frames, window_seconds, hop_seconds)
         self._frames = 0
@@ -68,17 +99,29 @@ class FacePipeline:
         tracks = self._coast(frame.t) if detections is None else self.tracker.update(detections, frame.t)
         self._frames += 1
         windows = [w for tr in self.tracker.ended for w in self.windows.end(tr.track_id)]
-        for track, crop in zip(tracks, self._crops(frame.image, tracks), strict=True):
+        for track, crop in zip(tracks, self._crops(frame, tracks), strict=True):
             windows += self.windows.push(track.track_id, frame.t, crop, track.box, track.keypoints)
         return tracks, windows
 
-    def _crops(self, image: np.ndarray, tracks: list[Track]) -> list:
+    def _crops(self, frame: Frame, tracks: list[Track]) -> list:
         """Each track's aligned crop, or (lazy_align) the function that makes it when a window picks the frame."""
+        image = frame.image
+        if isinstance(image, DeferredImage) and not image.decoded:
+            return [partial(self._deferred_crop, image, tr.keypoints.copy(), frame.index) for tr in tracks]
         if self.lazy_align:
-            return [partial(align_face, image, tr.keypoints.copy(), self.crop_size) for tr in tracks]
+            return [partial(align_face, pixels(image), tr.keypoints.copy(), self.crop_size) for tr in tracks]
         if not tracks:
             return []
-        return list(align_faces(image, np.stack([tr.keypoints for tr in tracks]), self.crop_size))
+        return list(align_faces(pixels(image), np.stack([tr.keypoints for tr in tracks]), self.crop_size))
+
+    def _deferred_crop(self, image: DeferredImage, keypoints: np.ndarray, index: int) -> np.ndarray:
+        """A window picked a frame that was not decoded: decode it now. Should that fail (the header was sound, the
+        data is not), the window gets a mid-grey crop in its place and `undecodable` says which frame."""
+        try:
+            return align_face(image.get(), keypoints, self.crop_size)
+        except Exception as err:  # any decoder error: this one frame, never the stream
+            self.undecodable.append((index, err))
+            return np.full((self.crop_size, self.crop_size, 3), 128, np.uint8)
 
     def flush(self) -> list[Window]:
         """End of input: the windows of every track still open (short tracks padded; see `windows.py`)."""
@@ -87,12 +130,18 @@ class FacePipeline:
 
     def _detect(self, frame: Frame) -> list[Detection] | None:
         if self._frames % self.detect_every == 0:
-            found = self._full_detection(frame.image)
-        elif self.tracker.tracks and hasattr(self.detector, "refine"):
-            found = [d for d in self.detector.refine(frame.image, self.tracker.predicted_boxes(frame.t)) if d]
+            found = self._full_detection(pixels(frame.image))
+        elif self.tracker.tracks and hasattr(self.detector, "refine") and self._may_be_used(frame.t):
+            boxes = self.tracker.predicted_boxes(frame.t)
+            found = [d for d in self.detector.refine(pixels(frame.image), boxes) if d]
         else:
             return None
         return [d for d in found if d.size >= self.min_face_size]
+
+    def _may_be_used(self, t: float) -> bool:
+        """Whether a frame between detections is worth refining (and decoding): always, unless `frame_interval_s`
+        is set; then only where a window will likely pick it."""
+        return self.frame_interval_s is None or self.windows.may_pick(t, self.frame_interval_s)
 
     def _full_detection(self, image: np.ndarray) -> list[Detection]:
         """Detection on the whole frame: for faces near the tracked ones' sizes when it can, over every size on every

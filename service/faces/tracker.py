@@ -34,6 +34,14 @@ class Track:
     misses: int = 0  # consecutive updates without a match
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change, pixels / second
     visible: bool = True  # matched at the latest update
+    # The last matched detection's box and time, which velocity is measured from: `box` and `last_t` move on with
+    # the prediction on frames the pipeline does not refine (FacePipeline._coast).
+    seen_box: np.ndarray | None = None
+    seen_t: float | None = None
+
+    def __post_init__(self):
+        if self.seen_box is None:
+            self.seen_box, self.seen_t = self.box.copy(), self.last_t
 
     def predict(self, t: float) -> np.ndarray:
         return self.box + self.velocity * (t - self.last_t)
@@ -113,12 +121,13 @@ class Tracker:
         return [(tracks[ti], dets[di]) for ti, di in _greedy_match(closeness, 0.0)]
 
     def _observe(self, track: Track, det: Detection, t: float) -> None:
-        dt = t - track.last_t
+        dt = t - track.seen_t
         if dt > 0:
-            measured = (det.box - track.box) / dt
+            measured = (det.box - track.seen_box) / dt
             a = self.config.velocity_smoothing if track.hits > 1 else 1.0
             track.velocity = (a * measured + (1 - a) * track.velocity).astype(np.float32)
         track.box, track.keypoints, track.score = det.box.copy(), det.keypoints.copy(), det.score
+        track.seen_box, track.seen_t = track.box.copy(), t
         track.last_t, track.hits, track.misses, track.visible = t, track.hits + 1, 0, True
 
 

@@ -78,6 +78,19 @@ class WindowBuilder:
             out.append(self._emit(track_id, buf, padded=False))
         return out
 
+    def may_pick(self, t: float, frame_interval: float) -> bool:
+        """Whether a frame at time t will likely be picked by some track's window, frames coming every
+        `frame_interval` seconds: a sampling time of a window still to come lies within half an interval of t (the
+        nearest-frame rule of `_emit`, before the next frame is known)."""
+        half = frame_interval / 2 * (1 + 1e-6)  # a target midway between two frames: both may be picked
+        for buf in self._tracks.values():
+            start = buf.next_start
+            while start + self._offsets[0] <= t + half:
+                if np.any(np.abs(start + self._offsets - t) <= half):
+                    return True
+                start += self.hop_seconds
+        return False
+
     def end(self, track_id: int) -> list[Window]:
         """The track is over: emit the window holding its uncovered frames, if any, and forget it."""
         buf = self._tracks.pop(track_id, None)

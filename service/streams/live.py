@@ -9,6 +9,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from s2d.service.streams.protocol import (
     WINDOW_DROP_REASONS,
     FrameMessage,
     StreamHello,
+    check_image,
+    decode_checked,
     decode_image,
     parse_frame,
 )
@@ -52,6 +55,7 @@ class StreamConfig:
     insightface_root: Path | None
     detect_every: int
     detect_interval_s: float = 0.0  # > 0: detections this many seconds apart at the stream's rate, not detect_every
+    decode_only_used: bool = False  # faces mode: decode and refine only the frames detection or a window uses
     detect_size_ratio: float = 0.0  # see FacePipeline
     full_detect_every: int = 1
     extra_frame_delay_s: float = 0.0  # fault injection (settings.fault_frame_delay_ms)
@@ -72,6 +76,7 @@ class StreamConfig:
             insightface_root=settings.insightface_root,
             detect_every=settings.detect_every,
             detect_interval_s=settings.stream_detect_interval_s,
+            decode_only_used=settings.stream_decode_only_used,
             detect_size_ratio=settings.stream_detect_size_ratio,
             full_detect_every=settings.stream_full_detect_every,
             extra_frame_delay_s=settings.fault_frame_delay_ms / 1000,
@@ -96,6 +101,7 @@ class _Processed:
     size: tuple[int, int] = (0, 0)  # (width, height)
     skipped: int = 0  # older frames replaced by this one: counted as dropped (`behind`)
     error: ProtocolError | None = None  # the frame could not be decoded
+    undecodable: list = field(default_factory=list)  # (seq, error) of earlier deferred frames a window picked
 
 
 @dataclass
@@ -175,6 +181,7 @@ class LiveStream:
             self.pipeline = FacePipeline(
                 None, card.num_frames, window_s, hop_s, detect_every=self.detect_every,
                 detect_size_ratio=config.detect_size_ratio, full_detect_every=config.full_detect_every,
+                frame_interval_s=1 / self.fps if config.decode_only_used else None,
             )  # fmt: skip  # detector: set per call (one per worker thread; detectors are not thread-safe)
         else:
             self.aligned = AlignedWindows(card.num_frames, window_s, hop_s, card.input.height)
@@ -255,21 +262,35 @@ class LiveStream:
         try:
             tracks, windows, size = self._detect(frame)
         except ProtocolError as err:
-            return _Processed(frame, skipped=skipped, error=err)
-        return _Processed(frame, tracks, windows, size, skipped)
+            return _Processed(frame, skipped=skipped, error=err, undecodable=self._undecodable())
+        return _Processed(frame, tracks, windows, size, skipped, undecodable=self._undecodable())
+
+    def _undecodable(self) -> list:
+        if self.pipeline is None or not self.pipeline.undecodable:
+            return []
+        failed, self.pipeline.undecodable = self.pipeline.undecodable, []
+        return failed
 
     def _detect(self, frame: FrameMessage) -> tuple[list, list, tuple[int, int]]:
         """Decode, find faces, cut windows: (tracks, windows, (width, height))."""
+        from s2d.service.faces import ALIGNED_TRACK, DeferredImage, thread_detector
         from s2d.service.media import Frame
 
-        image = frame.image if frame.image is not None else decode_image(frame.payload, self.config.max_pixels)
         t = (frame.ts - self._t0_ms) / 1000.0
-        h, w = image.shape[:2]
-        from s2d.service.faces import ALIGNED_TRACK, thread_detector
-
+        if frame.image is not None:
+            image = frame.image
+            h, w = image.shape[:2]
+        elif self.pipeline is not None and self.config.decode_only_used:  # the header checked now, pixels if used
+            w, h = check_image(frame.payload, self.config.max_pixels)
+            image = DeferredImage(partial(decode_checked, frame.payload))
+        else:
+            image = decode_image(frame.payload, self.config.max_pixels)
+            h, w = image.shape[:2]
         if self.pipeline is not None:
             self.pipeline.detector = thread_detector(self.config.detector, self.config.insightface_root)
             tracks, windows = self.pipeline.push(Frame(index=frame.seq, t=t, image=image))
+            if isinstance(image, DeferredImage) and image.decoded:  # its own size (EXIF may turn the header's)
+                h, w = image.get().shape[:2]
             return [(tr.track_id, tr.box, tr.score) for tr in tracks], windows, (w, h)
         windows = self.aligned.push(Frame(index=frame.seq, t=t, image=image))
         return [(ALIGNED_TRACK, np.array([0, 0, w, h], np.float32), 1.0)], windows, (w, h)
@@ -284,6 +305,7 @@ class LiveStream:
             done = await loop.run_in_executor(self.executor, self._process, frame)
             for _ in range(done.skipped):
                 self._drop_frame("behind")
+            self._report_undecodable(done.undecodable)
             if (err := done.error) is not None:
                 self._drop_frame(err.code if err.code in FRAME_DROP_REASONS else "undecodable")
                 self.error(err.code, f"frame {done.frame.seq}: {err.message}")
@@ -298,10 +320,18 @@ class LiveStream:
         if self._t0_ms is not None:
             for window in await loop.run_in_executor(self.executor, self._flush):
                 self._offer(window, None)
+            self._report_undecodable(self._undecodable())
         while any(slot.inflight for slot in self.tracks.values()):
             await asyncio.gather(*(s.inflight for s in self.tracks.values() if s.inflight), return_exceptions=True)
         self.outbox.put(self.stats_event(final=True))
         self.outbox.close(CLOSE_NORMAL, "end of stream")
+
+    def _report_undecodable(self, failed: list) -> None:
+        """Frames whose header was sound, decoded only when a window picked them, whose data was not: the stream
+        says so (the window used a grey crop in the frame's place)."""
+        for seq, err in failed:
+            message = getattr(err, "message", str(err))
+            self.error("undecodable", f"frame {seq}: {message}; a window used a grey crop in its place")
 
     async def tick(self) -> None:
         """Periodic stats until cancelled (droppable: a slow reader loses these first)."""

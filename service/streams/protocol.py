@@ -61,8 +61,13 @@ def pack_frame(image: bytes, ts_ms: float, seq: int) -> bytes:
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """uint8 RGB [H, W, 3]; ProtocolError for anything not a readable image within the pixel limit, which is
     checked from the image header before decoding (service.media, as for uploads)."""
-    import cv2
+    check_image(data, max_pixels)
+    return decode_checked(data)
 
+
+def check_image(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding; ProtocolError where it is not a JPEG, PNG or WebP
+    image within the pixel limit."""
     from s2d.service.media import MediaLimits, check_size, image_size
 
     size = image_size(data)
@@ -72,6 +77,13 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         check_size(*size, MediaLimits(max_pixels=max_pixels))
     except MediaError as err:  # the same stable codes: too_large, unsupported_media
         raise ProtocolError(err.code, str(err)) from None
+    return size
+
+
+def decode_checked(data: bytes) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of an image `check_image` passed; ProtocolError if its data cannot be decoded."""
+    import cv2
+
     # Straight to RGB: the same pixels as decoding to BGR and converting, without the extra pass over the frame.
     rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     if rgb is None:
