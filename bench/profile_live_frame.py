@@ -9,8 +9,9 @@ the tracked boxes in between), align+windows+tracker (the rest of `FacePipeline.
 `--repeats` passes over the same frames after one warm-up pass; the median pass is shown as ms per frame and as
 shares. `--compare` runs, in the same process, the pipeline with its per-frame savings off (eager alignment, NMS
 one box at a time, the pyramid resized from the frame, every detection full range), then adding lazy alignment and
-the all-at-once NMS, the chained pyramid, and the detections restricted to the tracked sizes (the default: the
-service's stream settings).
+the all-at-once NMS, the chained pyramid, the detections restricted to the tracked sizes, and decoding and refining
+only the frames used (the default: the service's stream settings, detection at its interval at `--fps`; a deferred
+frame's decoding is counted as decode wherever it happens).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from functools import partial
 
 from s2d.harness.measure import machine, write_report
 from s2d.harness.streams import clip_frames
-from s2d.service.faces import FacePipeline, boxes, create_detector
+from s2d.service.faces import DeferredImage, FacePipeline, boxes, create_detector
 from s2d.service.media import Frame
 from s2d.service.settings import Settings
 from s2d.service.streams.live import StreamConfig
@@ -65,18 +67,30 @@ def one_pass(detector, jpegs: list[bytes], args: argparse.Namespace, options: di
     pipeline = FacePipeline(timed, args.num_frames, args.window_seconds, detect_every=args.detect_every, **options)
     windows = faces = 0
     frames = round(args.seconds * args.fps)
+    deferred = options.get("frame_interval_s") is not None  # as a live stream: decoded when the pipeline needs it
+    seconds["decode"] = 0.0
     for i in range(frames):
+        data = jpegs[i % len(jpegs)]
         start = time.perf_counter()
-        image = decode_image(jpegs[i % len(jpegs)], MAX_PIXELS)
+        image = DeferredImage(partial(_timed_decode, data, seconds)) if deferred else decode_image(data, MAX_PIXELS)
         decoded = time.perf_counter()
-        before = seconds["detect"] + seconds["refine"]
+        before = seconds["detect"] + seconds["refine"] + seconds["decode"]
         tracks, done = pipeline.push(Frame(index=i, t=i / args.fps, image=image))
         pushed = time.perf_counter()
+        inside = seconds["detect"] + seconds["refine"] + seconds["decode"] - before
         seconds["decode"] += decoded - start
-        seconds["align+windows+tracker"] += (pushed - decoded) - (seconds["detect"] + seconds["refine"] - before)
+        seconds["align+windows+tracker"] += (pushed - decoded) - inside
         windows, faces = windows + len(done), faces + len(tracks)
     windows += len(pipeline.flush())
     return {"seconds": dict(seconds), "frames": frames, "windows": windows, "faces": faces}
+
+
+def _timed_decode(data: bytes, seconds: dict):
+    start = time.perf_counter()
+    try:
+        return decode_image(data, MAX_PIXELS)
+    finally:
+        seconds["decode"] += time.perf_counter() - start
 
 
 def profile(detector, jpegs, args, label: str, options: dict) -> dict:
@@ -112,11 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: {' '.join(sys.argv)}")
     jpegs = clip_frames()
     restricted = {"detect_size_ratio": args.detect_size_ratio, "full_detect_every": args.full_detect_every}
-    configs = {"default": ({}, restricted)}  # label: (MTCNN options, FacePipeline options)
+    used_only = {"frame_interval_s": 1 / args.fps} if Settings().stream_decode_only_used else {}
+    configs = {"default": ({}, restricted | used_only)}  # label: (MTCNN options, FacePipeline options)
     if args.compare:
         direct = {"chained_pyramid": False}
         configs = {"savings off": (direct, {"lazy_align": False}), "+lazy align, NMS": (direct, {}),
-                   "+chained": ({}, {}), **configs}  # fmt: skip
+                   "+chained": ({}, {}), "+restricted sizes": ({}, restricted), **configs}  # fmt: skip
     rows = []
     for label, (detector_options, options) in configs.items():
         detector = create_detector("mtcnn", **detector_options)
