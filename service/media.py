@@ -78,7 +78,7 @@ class MediaInfo:
 class Frame:
     index: int  # 0-based index among decoded frames of the video stream
     t: float  # seconds from the first frame, from container timestamps
-    image: np.ndarray  # uint8 RGB [H, W, 3], rotation applied
+    image: np.ndarray  # uint8 RGB [H, W, 3], rotation applied (a live stream's: a faces.DeferredImage of it)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
