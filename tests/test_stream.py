@@ -283,6 +283,26 @@ def test_malformed_messages_get_errors_and_do_not_affect_other_streams(server):
     assert outcome["end"]["frames"]["processed"] == 20 and good.of("result"), "the other stream is unaffected"
 
 
+def test_a_faces_stream_decodes_only_what_it_uses_and_reports_a_broken_frame_it_needed(server):
+    """Two frames whose header is sound and whose data is cut short: frame 10 is a detection frame (1 s at 10 fps),
+    decoded at once, so it is dropped as undecodable and said so; frame 5 is between detections and far from every
+    window's sampling time (0.25 s, 0.75 s, ...), so it is never decoded and costs nothing. The stream goes on."""
+    images = [jpeg(img) for img, _ in face_frames(14)]
+    for broken in (5, 10):
+        images[broken] = images[broken][: len(images[broken]) // 2]
+    c = client(server, mode="faces", fps=10, tracks_fps=0)
+    assert c.start()["detect_every_frames"] == 10
+    for i, data in enumerate(images):
+        c.send_frame(data, 1000 + 100 * i, i)
+        time.sleep(0.15)  # slower than the stream's rate: no frame is dropped for being behind
+    end = c.finish()
+    check_accounting(end, 14)
+    messages = [e["message"] for e in c.of("error") if e["code"] == "undecodable"]
+    assert len(messages) == 1 and messages[0].startswith("frame 10:"), messages
+    assert end["frames"]["dropped"] == {**end["frames"]["dropped"], "undecodable": 1}
+    assert end["frames"]["processed"] == 13 and c.of("result")
+
+
 @pytest.mark.parametrize(
     ("first", "code", "reason"),
     [
