@@ -194,19 +194,21 @@ class S2DModel(nn.Module):
     def forward(self, clip: torch.Tensor, landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`landmarks`: `landmark_features(clip)` when the caller has them already. The landmark network is frozen,
         so a training loop that sees the same inputs many times computes them once (training.demo.fit)."""
-        clip = self._checked(clip)
-        batch, channels, frames, height, width = clip.shape
-        frames_first = clip.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        frames_first, batch = self._frames_first(clip)
         features = self.landmark(frames_first) if landmarks is None else landmarks.flatten(0, 1)
         return self.s2d.forward_frames(frames_first, features, batch)
 
     @torch.no_grad()
     def landmark_features(self, clip: torch.Tensor) -> torch.Tensor:
         """The landmark network's features of a clip's frames: [B, T, 128, 14, 14]."""
+        frames_first, batch = self._frames_first(clip)
+        return self.landmark(frames_first).unflatten(0, (batch, -1))
+
+    def _frames_first(self, clip: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A checked clip [B, 3, T, H, W] as its frames [B*T, 3, H, W], and B."""
         clip = self._checked(clip)
         batch, channels, frames, height, width = clip.shape
-        frames_first = clip.transpose(1, 2).reshape(batch * frames, channels, height, width)
-        return self.landmark(frames_first).unflatten(0, (batch, frames))
+        return clip.transpose(1, 2).reshape(batch * frames, channels, height, width), batch
 
     def _checked(self, clip: torch.Tensor) -> torch.Tensor:
         cfg = self.config

@@ -290,17 +290,26 @@ def test_a_faces_stream_decodes_only_what_it_uses_and_reports_a_broken_frame_it_
     images = [jpeg(img) for img, _ in face_frames(14)]
     for broken in (5, 10):
         images[broken] = images[broken][: len(images[broken]) // 2]
-    c = client(server, mode="faces", fps=10, tracks_fps=0)
+    c = client(server, mode="faces", fps=10, tracks_fps=60)
     assert c.start()["detect_every_frames"] == 10
-    for i, data in enumerate(images):
+    for i, data in enumerate(images):  # each frame once the one before is through: none is dropped as behind
         c.send_frame(data, 1000 + 100 * i, i)
-        time.sleep(0.15)  # slower than the stream's rate: no frame is dropped for being behind
+        while not _answers_frame(c.next_event(), i):
+            pass
+        time.sleep(0.02)  # over 1/60 s: the next frame's tracks event is not held back by tracks_fps
     end = c.finish()
     check_accounting(end, 14)
     messages = [e["message"] for e in c.of("error") if e["code"] == "undecodable"]
     assert len(messages) == 1 and messages[0].startswith("frame 10:"), messages
     assert end["frames"]["dropped"] == {**end["frames"]["dropped"], "undecodable": 1}
     assert end["frames"]["processed"] == 13 and c.of("result")
+
+
+def _answers_frame(event: dict, seq: int) -> bool:
+    """The server's word on frame `seq`: its tracks, or its error."""
+    if event["type"] == "tracks":
+        return event["seq"] == seq
+    return event["type"] == "error" and event["message"].startswith(f"frame {seq}:")
 
 
 @pytest.mark.parametrize(

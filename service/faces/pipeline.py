@@ -123,6 +123,11 @@ class FacePipeline:
             self.undecodable.append((index, err))
             return np.full((self.crop_size, self.crop_size, 3), 128, np.uint8)
 
+    def take_undecodable(self) -> list[tuple[int, Exception]]:
+        """(frame index, error) of the deferred frames that failed to decode since the last call."""
+        failed, self.undecodable = self.undecodable, []
+        return failed
+
     def flush(self) -> list[Window]:
         """End of input: the windows of every track still open (short tracks padded; see `windows.py`)."""
         self.tracker.close()

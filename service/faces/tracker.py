@@ -29,7 +29,7 @@ class Track:
     keypoints: np.ndarray  # float32 [5, 2]
     score: float
     first_t: float  # seconds
-    last_t: float  # seconds of the last matched detection
+    last_t: float  # seconds of `box`: the last matched detection's, or of the prediction it coasted to
     hits: int = 1  # matched detections
     misses: int = 0  # consecutive updates without a match
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change, pixels / second

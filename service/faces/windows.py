@@ -83,13 +83,11 @@ class WindowBuilder:
         `frame_interval` seconds: a sampling time of a window still to come lies within half an interval of t (the
         nearest-frame rule of `_emit`, before the next frame is known)."""
         half = frame_interval / 2 * (1 + 1e-6)  # a target midway between two frames: both may be picked
-        for buf in self._tracks.values():
-            start = buf.next_start
-            while start + self._offsets[0] <= t + half:
-                if np.any(np.abs(start + self._offsets - t) <= half):
-                    return True
-                start += self.hop_seconds
-        return False
+        return any(
+            np.any(np.abs(targets - t) <= half)
+            for buf in self._tracks.values()
+            for targets in self._targets_until(buf, t + half)
+        )
 
     def end(self, track_id: int) -> list[Window]:
         """The track is over: emit the window holding its uncovered frames, if any, and forget it."""
@@ -132,13 +130,19 @@ class WindowBuilder:
         item = buf.items[-2]
         times = np.array([it[0] for it in list(buf.items)[-3:]])
         own = len(times) - 2
+        # later windows' targets are past the newest frame
+        if any(np.any(_nearest(times, targets) == own) for targets in self._targets_until(buf, times[-1])):
+            _make_crop(item)
+        else:
+            item[1] = None
+
+    def _targets_until(self, buf: _TrackBuffer, until: float):
+        """The sampling times of the track's windows still to come, window by window, while a window's first one is
+        at or before `until` (the same sums as `_emit`'s next_start)."""
         start = buf.next_start
-        while start + self._offsets[0] <= times[-1]:  # later windows' targets are past the newest frame
-            if np.any(_nearest(times, start + self._offsets) == own):
-                _make_crop(item)
-                return
-            start += self.hop_seconds  # the same sums as `_emit`'s next_start
-        item[1] = None
+        while start + self._offsets[0] <= until:
+            yield start + self._offsets
+            start += self.hop_seconds
 
 
 def _make_crop(item: list) -> None:

@@ -266,10 +266,7 @@ class LiveStream:
         return _Processed(frame, tracks, windows, size, skipped, undecodable=self._undecodable())
 
     def _undecodable(self) -> list:
-        if self.pipeline is None or not self.pipeline.undecodable:
-            return []
-        failed, self.pipeline.undecodable = self.pipeline.undecodable, []
-        return failed
+        return self.pipeline.take_undecodable() if self.pipeline is not None else []
 
     def _detect(self, frame: FrameMessage) -> tuple[list, list, tuple[int, int]]:
         """Decode, find faces, cut windows: (tracks, windows, (width, height))."""
