@@ -32,8 +32,10 @@ class Fovea(nn.Module):
         super().__init__()
         self.smooth = nn.Parameter(torch.full((1,), smooth))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, first_row_is_cls: bool = False) -> torch.Tensor:
         # z: [N, L, C]; the softmax runs over the L positions, separately for each channel
+        if first_row_is_cls:  # the CLS row is no position: left out of the softmax, a zero row in its place
+            return F.pad(self(z[:, 1:]), (0, 0, 1, 0))
         return torch.softmax(z * self.smooth, dim=1) * z
 
 
@@ -53,7 +55,9 @@ class PromptBlock(nn.Module):
 
     Inputs are normalised RGB patch tokens r and landmark tokens l, both [B*T, L, D]. Returns
     p = conv1x1(Fovea(conv0_0(r)) + conv0_1(l)), the landmark prompt (also the next block's landmark stream), and
-    t = TMA(r), the temporal update (None in the image model).
+    t = TMA(r), the temporal update (None in the image model). With `first_row_is_cls` the inputs carry a CLS row
+    first ([B*T, 1 + L, D]): every map is per token except the Fovea's softmax, which leaves that row out, so the
+    other rows get the values they would get without it; the CLS row's outputs are for the caller to discard.
     """
 
     def __init__(self, dim: int, hidden_dim: int, tma: TemporalModelingAdapter | None):
@@ -65,8 +69,8 @@ class PromptBlock(nn.Module):
         self.TMA = tma
 
     def forward(
-        self, rgb: torch.Tensor, landmark: torch.Tensor, num_frames: int
+        self, rgb: torch.Tensor, landmark: torch.Tensor, num_frames: int, first_row_is_cls: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         temporal = self.TMA(rgb, num_frames) if self.TMA is not None else None
-        prompt = self.conv1x1(self.fovea(self.conv0_0(rgb)) + self.conv0_1(landmark))
+        prompt = self.conv1x1(self.fovea(self.conv0_0(rgb), first_row_is_cls) + self.conv0_1(landmark))
         return prompt, temporal

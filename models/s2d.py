@@ -10,6 +10,7 @@ Shapes: B clips of T frames, N = B*T frames, L = 196 patch tokens (+1 CLS), D = 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -77,6 +78,10 @@ class S2DNet(nn.Module):
         self.ln_post = nn.LayerNorm(dim, eps=config.norm_eps)
         self.head = ClassifierHead(dim, config.num_classes, config.head_dropout)
         self.grad_checkpointing = False
+        # 0 on the CLS row, 1 on the patch rows: the blocks' prompt and temporal updates reach only the patches.
+        patch_rows = torch.ones(1, tokens, 1)
+        patch_rows[:, 0] = 0
+        self.register_buffer("patch_rows", patch_rows, persistent=False)  # not a checkpoint tensor
         self.init_weights()
 
     @staticmethod
@@ -150,7 +155,9 @@ class S2DNet(nn.Module):
         # Block 0's prompt acts on the raw patch tokens, before the CLS token and the positions are added.
         prompt, temporal = self.prompt_blocks[0](norm0(x), norm0(a), num_frames)
         x = x + prompt if temporal is None else x + temporal + prompt
-        a = prompt  # the landmark stream is recursive: each prompt feeds the next block
+        # The landmark stream is recursive: each prompt feeds the next block. From block 1 on the prompt steps run
+        # on all 1 + L rows (`_stage`), so the stream gets a (zero) CLS row too.
+        a = F.pad(prompt, (0, 0, 1, 0))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # [N, 1+L, D]
         if self.temporal_embedding is not None:
             n, tokens, dim = x.shape
@@ -166,12 +173,13 @@ class S2DNet(nn.Module):
     def _stage(self, i: int, x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt step (from block 1 on) followed by ViT block i."""
         if i > 0:
-            patches = x[:, 1:]
-            rgb, landmark = self.prompt_norms[i - 1](patches), self.prompt_norms[0](a)
-            prompt, temporal = self.prompt_blocks[i](rgb, landmark, self.config.num_frames)
-            # The CLS token is untouched; the un-normalised patch tokens receive the updates.
-            patches = patches + prompt if temporal is None else patches + temporal + prompt
-            x = torch.cat([x[:, :1], patches], dim=1)
+            # The CLS token is untouched; the un-normalised patch tokens receive the updates. The updates are
+            # computed on every row and masked on the CLS row: the same values as cutting the patch rows out and
+            # joining them back, without copying the token tensor twice per block.
+            rgb, landmark = self.prompt_norms[i - 1](x), self.prompt_norms[0](a)
+            prompt, temporal = self.prompt_blocks[i](rgb, landmark, self.config.num_frames, first_row_is_cls=True)
+            update = prompt if temporal is None else temporal + prompt
+            x = x + update * self.patch_rows
             a = prompt
         if i == len(self.blocks) - 1:
             # Only the CLS row of the last block is read (forward_features): the other rows are not computed.

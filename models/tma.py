@@ -40,8 +40,12 @@ class TemporalModelingAdapter(nn.Module):
         self.S_Adapter = Adapter(dim, hidden_dim)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        # x: [B*T, L, D] tokens of B clips, frames consecutive -> attend over T for each (clip, position)
-        frames, length, dim = x.shape
-        x = x.view(frames // num_frames, num_frames, length, dim).transpose(1, 2)  # [B, L, T, D]
-        x = self.T_Adapter(x).transpose(1, 2).reshape(frames, length, dim)  # back to [B*T, L, D]
-        return self.S_Adapter(self.norm(x))
+        # x: [B*T, L, D] tokens of B clips, frames consecutive -> attend over T for each (clip, position).
+        # T_Adapter's linear maps act per token, so the frames are brought together after D_fc1 and put back before
+        # D_fc2: the same values as transposing x itself, with a quarter of the width (d, not D) to move.
+        frames, length, _ = x.shape
+        t = self.T_Adapter
+        h = t.act(t.D_fc1(x))  # [B*T, L, d]
+        h = h.view(frames // num_frames, num_frames, length, -1).transpose(1, 2)  # [B, L, T, d]
+        h = t.attn(h).transpose(1, 2).reshape(frames, length, -1)  # back to [B*T, L, d]
+        return self.S_Adapter(self.norm(t.D_fc2(h)))
