@@ -43,6 +43,11 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
   quantisation of the activations (NNCF_MODES); the rest of the graph in bf16 where native, else fp32.
 - `--ptq-clips N`: OpenVINO on the fp32 graph quantised by NNCF's post-training quantisation (int8 matmuls,
   activation ranges calibrated on N synthetic face clips other than the evaluation ones), as "ov-ptq".
+- Another kind of CPU, emulated on this one: `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+  ATEN_CPU_CAPABILITY=avx2` (or `AVX512_CORE_BF16` for AVX-512 with bf16 but no AMX, ...) caps the instruction sets
+  of oneDNN (OpenVINO, PyTorch's convolutions), MKL (PyTorch's fp32 matmuls) and PyTorch's own kernels; the target
+  is then the capped kind's, the report says so (`isa_emulation`), and ONNX Runtime's rows stay this CPU's (its
+  kernels have no such cap). The same instructions on another chip run at other speeds: a stand-in, not a measure.
 - `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), or for
   ov-bf16 / ov-fp32 OpenVINO's counters per node type and kernel; either shows e.g. the landmark network's share
   (its convolutions and PRelu) against the ViT's matmuls.
@@ -82,6 +87,32 @@ INT8_RECIPES = {
     "int8-mha-fused": {"mha": True, "fused": True},
     "int8-static": {"method": "static"},
 }
+
+
+# Environment variables that cap the instruction sets kernels may use, to stand in for another kind of CPU: oneDNN's
+# (OpenVINO's kernels, PyTorch's convolutions), MKL's (PyTorch's fp32 matmuls) and PyTorch's own. ONNX Runtime's MLAS
+# has no such cap: its rows stay this CPU's.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+# ONEDNN_MAX_CPU_ISA values -> the instruction sets of the kind of CPU the cap stands for
+ONEDNN_CAP_KINDS = {
+    "AVX2": "avx2 fma",
+    "AVX2_VNNI": "avx2 fma avx_vnni",
+    "AVX512_CORE": "avx2 fma avx512f",
+    "AVX512_CORE_VNNI": "avx2 fma avx512f avx512_vnni",
+    "AVX512_CORE_BF16": "avx2 fma avx512f avx512_vnni avx512_bf16",
+}
+
+
+def emulated_isa() -> tuple[str, str]:
+    """The instruction sets this run stands for, and how: this CPU's (no note), or under ONEDNN_MAX_CPU_ISA the
+    kind of CPU it caps the kernels to, with a note saying so (an emulation on this CPU, not that CPU)."""
+    isa = isa_summary()
+    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    kind = ONEDNN_CAP_KINDS.get(caps.get("ONEDNN_MAX_CPU_ISA", "").upper())
+    if kind is None:
+        return isa, ""
+    set_caps = ", ".join(f"{k}={v}" for k, v in caps.items())
+    return kind, f"emulated on a CPU with {isa} by capping the kernels ({set_caps}); ONNX Runtime's are not capped"
 
 
 def target_speedup(isa: str) -> float:
@@ -222,13 +253,19 @@ def _is_reshaped_weight_matmul(op) -> bool:
     return False
 
 
-def openvino_engines(path: Path, precisions: list[str], threads: int) -> list[Engine]:
-    """OpenVINO at each precision this CPU runs natively (bf16 is skipped, and said so, where it has no bf16 unit)."""
-    from s2d.service.openvino_engine import native_bf16
+def openvino_precisions(requested: list[str], isa: str) -> list[str]:
+    """The requested OpenVINO precisions this CPU (or the kind it stands for, `emulated_isa`) runs natively: bf16 is
+    skipped, and said so, without a bf16 unit (OpenVINO reads the CPU's flags, not a cap: under a cap without bf16
+    its bf16 would be emulated)."""
+    from s2d.service.openvino_engine import BF16_FLAGS, native_bf16
 
-    if "bf16" in precisions and not native_bf16():
-        print(f"  ov-bf16 skipped: OpenVINO reports no native bf16 on this CPU ({isa_summary()})", flush=True)
-        precisions = [p for p in precisions if p != "bf16"]
+    if "bf16" in requested and not (native_bf16() and any(flag in isa.split() for flag in BF16_FLAGS)):
+        print(f"  ov-bf16 skipped: no native bf16 on this CPU ({isa})", flush=True)
+        return [p for p in requested if p != "bf16"]
+    return requested
+
+
+def openvino_engines(path: Path, precisions: list[str], threads: int) -> list[Engine]:
     return [openvino_engine(path, p, threads) for p in precisions]
 
 
@@ -574,18 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit status 1 when the target is not met")
     args = parser.parse_args(argv)
 
-    isa = isa_summary()
+    isa, emulation = emulated_isa()
     print(f"machine: {machine()}, instruction sets: {isa}, load average {os.getloadavg()}")
-    ov_precisions = [p for p in args.openvino.split(",") if p]
-    if "bf16" in ov_precisions:
-        from s2d.service.openvino_engine import native_bf16
-
-        ov_precisions = ov_precisions if native_bf16() else [p for p in ov_precisions if p != "bf16"]
+    if emulation:
+        print(f"  {emulation}")
+    ov_precisions = openvino_precisions([p for p in args.openvino.split(",") if p], isa)
+    args.openvino = ",".join(ov_precisions)
     peaks = matmul_peaks(args.threads, openvino_precisions=tuple(ov_precisions)) if args.peak else None
     rows, verdicts = [], {}
     for name in [n for n in args.variant.split(",") if n]:
         model_rows, verdicts[name] = bench_model(name, args, isa, peaks)
-        rows += model_rows
+        rows += [{**row, "isa_emulation": emulation} if emulation else row for row in model_rows]
     if peaks:
         rows.append({"engine": "matmul-peaks", "gflop_per_s": peaks})
     print(f"target on {isa} (batch 1, >= {100 * TARGET_AGREEMENT:g}% top-1): "
