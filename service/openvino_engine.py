@@ -2,8 +2,9 @@
 OpenVINO for this CPU, in this process (the `openvino` package of the `cpu` extra).
 
 The ONNX file and the card stay the one contract: OpenVINO reads `model.onnx` (the fp32 variant) directly, and no
-other format is kept in the store. It compiles it with the inference precision this CPU does best: bf16 where
-OpenVINO reports native bf16 (AMX or AVX-512 BF16: its `OPTIMIZATION_CAPABILITIES`), else fp32. The compiled model
+other format is kept in the store. It compiles it with the inference precision this CPU does best: bf16 where AMX
+backs it, fp32 where the CPU has no bf16 unit, and where it has bf16 instructions without AMX (AVX-512 BF16) the
+warm-up choice times both (`warmup_precisions`). The compiled model
 is cached on disk (OpenVINO's CACHE_DIR, `settings.openvino_cache_dir`): a restart loads it instead of compiling
 again. One cached blob per model serves every precision (OpenVINO applies the precision when it loads the blob).
 """
@@ -31,6 +32,7 @@ PROVIDER = "openvino-cpu"  # what responses and metrics name as the provider
 PRECISIONS = ("bf16", "fp32")
 _HINTS = {"bf16": "bf16", "fp32": "f32"}  # our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # the instruction sets behind OpenVINO's native bf16 on x86
+AMX_BF16 = BF16_FLAGS[0]  # the one of them with a matmul unit
 
 
 class OpenVinoUnavailableError(ValueError):
@@ -68,13 +70,29 @@ def native_bf16() -> bool:
     return "BF16" in _core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
 
 
+def warmup_precisions(isa: str | None = None, native: bool | None = None) -> dict[str, str]:
+    """The precisions the warm-up choice times OpenVINO at on this CPU (or one with instruction sets `isa` and
+    OpenVINO's native-bf16 report `native`), each with why; the first is the one served untimed (`best_precision`).
+
+    bf16 alone where AMX backs it (about 3.6x OpenVINO's fp32 there); fp32 alone without a bf16 unit (bf16 would be
+    emulated); both where the CPU has bf16 instructions but no AMX (AVX-512 BF16: AMD Zen 4, Intel Cooper Lake), fp32
+    first: OpenVINO's bf16 kernels without AMX ran slower than its fp32 in an emulation of such a CPU, which is not a
+    measure of one (BENCHMARKS.md, issue 28), so the warm-up measures."""
+    isa = isa_summary() if isa is None else isa
+    flags = isa.split()
+    if not (native_bf16() if native is None else native):
+        return {"fp32": f"fp32: no bf16 unit on this CPU ({isa}); bf16 would be emulated, slower than fp32"}
+    if AMX_BF16 in flags:
+        return {"bf16": f"bf16: this CPU has {AMX_BF16}, a bf16 matmul unit (BENCHMARKS.md: about 3.6x fp32)"}
+    units = " and ".join(f for f in BF16_FLAGS if f in flags) or "native bf16"
+    why = f"bf16 instructions ({units}) without AMX: bf16 is not surely faster than fp32, so the warm-up times both"
+    return {"fp32": f"fp32: {why}", "bf16": f"bf16: {why}"}
+
+
 def best_precision() -> tuple[str, str]:
-    """The precision this CPU does best, and why (for the log and /v1/models)."""
-    isa = isa_summary()
-    if native_bf16():
-        units = [f for f in BF16_FLAGS if f in isa.split()] or ["native bf16"]
-        return "bf16", f"bf16: this CPU has {' and '.join(units)}, bf16 matmul units (BENCHMARKS.md: faster than fp32)"
-    return "fp32", f"fp32: no bf16 unit on this CPU ({isa}); bf16 would be emulated, slower than fp32"
+    """The precision OpenVINO is served at untimed (engine pinned, precision auto), and why (for the log and
+    /v1/models): the first of `warmup_precisions`."""
+    return next(iter(warmup_precisions().items()))
 
 
 def resolve_precision(requested: str) -> tuple[str, str]:
@@ -166,10 +184,13 @@ class OpenVinoClassifier(Classifier):
         precision: str = "auto",
         intra_op_threads: int = 0,
         cache_dir: Path | None = None,
+        why: str | None = None,
     ):
+        """`precision`: auto, bf16 or fp32, checked against the CPU (`resolve_precision`); or, with `why`, a
+        precision already chosen for this CPU (`warmup_precisions`) and the reason for it."""
         ov = _openvino()
         self.path = model.variant_path(self.SOURCE_VARIANT)
-        self.inference_precision, self.precision_reason = resolve_precision(precision)
+        self.inference_precision, self.precision_reason = (precision, why) if why else resolve_precision(precision)
         self.cache_dir = usable_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir())
         start = time.perf_counter()
         self.compiled = compile_for_cpu(

@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     )
     openvino_precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
-        description="OpenVINO's inference precision; auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32 "
-        "(pinning it with engine=auto pins the OpenVINO engine)",
+        description="OpenVINO's inference precision; auto: bf16 where the CPU has AMX, fp32 without a bf16 unit, "
+        "both timed at warm-up with AVX-512 BF16 but no AMX (fp32 when untimed); pinning it with engine=auto pins "
+        "the OpenVINO engine",
     )
     openvino_cache_dir: Path | None = Field(
         None, description="OpenVINO's compiled-model cache (a restart loads it); default: ~/.cache/s2d/openvino"

@@ -18,11 +18,13 @@ from s2d.harness.server import REPO, running_server
 from s2d.machine import isa_summary
 from s2d.service.inference import OnnxClassifier
 from s2d.service.openvino_engine import (
+    AMX_BF16,
     BF16_FLAGS,
     OpenVinoClassifier,
     OpenVinoUnavailableError,
     best_precision,
     native_bf16,
+    warmup_precisions,
 )
 from s2d.store import ModelStore
 from tests.service_helpers import TEST_CLASSES, TEST_MODEL, make_video
@@ -83,8 +85,20 @@ def test_the_precision_is_the_one_this_cpu_does_best():
     flags = set(isa_summary().split())
     if flags & set(BF16_FLAGS):  # AMX or AVX-512 BF16 in /proc/cpuinfo: OpenVINO reports native bf16 too
         assert native_bf16() and any(f in why for f in flags & set(BF16_FLAGS))
-    assert precision == ("bf16" if native_bf16() else "fp32")
+    assert precision == ("bf16" if native_bf16() and AMX_BF16 in flags else "fp32")
     assert why.startswith(precision) and (native_bf16() or "no bf16" in why)
+    assert (precision, why) == next(iter(warmup_precisions().items()))
+
+
+def test_the_warm_up_times_both_precisions_where_bf16_has_no_amx_behind_it():
+    amx = "avx2 fma avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16"
+    zen4 = "avx2 fma avx512f avx512_vnni avx512_bf16"
+    assert list(warmup_precisions(amx, native=True)) == ["bf16"]
+    assert list(warmup_precisions(zen4, native=True)) == ["fp32", "bf16"]  # fp32 first: served when untimed
+    assert "without AMX" in warmup_precisions(zen4, native=True)["bf16"]
+    for isa in ("avx2 fma", "avx2 fma avx512f avx512_vnni"):
+        assert list(warmup_precisions(isa, native=False)) == ["fp32"]
+        assert "no bf16 unit" in warmup_precisions(isa, native=False)["fp32"]
 
 
 @pytest.mark.skipif(native_bf16(), reason=HAS_BF16)

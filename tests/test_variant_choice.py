@@ -20,7 +20,7 @@ from s2d.machine import isa_summary
 from s2d.service import inference, openvino_engine
 from s2d.service import registry as registry_module
 from s2d.service.inference import MAX_TRIAL_PROB_DIFF, ModelOutput, fastest_variant, trial_candidates
-from s2d.service.openvino_engine import OpenVinoClassifier, best_precision
+from s2d.service.openvino_engine import OpenVinoClassifier, best_precision, native_bf16, warmup_precisions
 from s2d.service.registry import ModelRegistry
 from s2d.service.settings import Settings
 from s2d.store import MIN_AGREEMENT
@@ -145,15 +145,17 @@ def test_without_warm_up_the_card_chooses(store, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 # OpenVINO among the candidates (engine auto, the default)
 
-OPENVINO = f"openvino/{best_precision()[0]}"  # bf16 on a CPU with AMX or AVX-512 BF16, else fp32
+OPENVINO = f"openvino/{best_precision()[0]}"  # bf16 on a CPU with AMX, else fp32
+# OpenVINO's other warm-up candidate (bf16 where the CPU has AVX-512 BF16 but no AMX), timed slower than OPENVINO here
+OTHER_OPENVINO = {f"openvino/{p}": 0.9 for p in list(warmup_precisions())[1:]}
 
 
 def test_openvino_is_chosen_where_it_is_faster_and_agrees(store, monkeypatch, tmp_path):
     offered: list[list[str]] = []
-    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.2}
+    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.2, **OTHER_OPENVINO}
     monkeypatch.setattr(registry_module, "trial_candidates", timings(given, offered))
     model = load(store, tmp_path).models[TEST_MODEL]
-    assert offered == [sorted([ORT_FP32, ORT_INT8, OPENVINO])]
+    assert offered == [sorted([ORT_FP32, ORT_INT8, OPENVINO, *OTHER_OPENVINO])]
     assert isinstance(model.classifier, OpenVinoClassifier) and model.classifier.provider == "openvino-cpu"
     described = model.describe()
     choice = described["variant_choice"]
@@ -183,12 +185,12 @@ def _swapped_classes(original):
 
 def test_openvino_failing_the_agreement_bar_is_refused_however_fast(store, monkeypatch, tmp_path):
     monkeypatch.setattr(OpenVinoClassifier, "_infer", _swapped_classes(OpenVinoClassifier._infer))
-    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.01}
+    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, OPENVINO: 0.01, **OTHER_OPENVINO}
     monkeypatch.setattr(registry_module, "trial_candidates", timings(given, []))
     model = load(store, tmp_path).models[TEST_MODEL]
     choice = model.describe()["variant_choice"]
     assert choice["candidate"] == ORT_INT8 and model.classifier.provider == "CPUExecutionProvider"
-    assert list(choice["refused"]) == [OPENVINO]
+    assert list(choice["refused"]) == [OPENVINO, *OTHER_OPENVINO]
     assert "on the warm-up clips" in choice["refused"][OPENVINO]
     assert f"refused {OPENVINO}" in model.choice.summary()  # the start-up log says so
 
@@ -203,6 +205,22 @@ def test_an_openvino_that_cannot_compile_the_graph_leaves_onnxruntime_serving(st
     model = load(store, tmp_path).models[TEST_MODEL]
     assert offered == [[ORT_FP32, ORT_INT8]] and model.choice.candidate == ORT_INT8
     assert model.choice.refused == {"openvino": "failed to compile: unsupported operator"}
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no bf16 unit: OpenVINO runs fp32 alone here")
+def test_where_bf16_has_no_amx_behind_it_both_openvino_precisions_are_timed_and_the_faster_serves(
+    store, monkeypatch, tmp_path
+):
+    both = openvino_engine.warmup_precisions("avx2 fma avx512f avx512_vnni avx512_bf16", native=True)
+    monkeypatch.setattr(openvino_engine, "warmup_precisions", lambda: both)  # this CPU stands in for a Zen 4
+    for fast, slow in (("fp32", "bf16"), ("bf16", "fp32")):
+        offered: list[list[str]] = []
+        given = {ORT_FP32: 1.0, ORT_INT8: 0.5, f"openvino/{fast}": 0.2, f"openvino/{slow}": 0.4}
+        monkeypatch.setattr(registry_module, "trial_candidates", timings(given, offered))
+        model = load(store, tmp_path).models[TEST_MODEL]
+        assert offered == [sorted([ORT_FP32, ORT_INT8, "openvino/bf16", "openvino/fp32"])]
+        assert model.choice.candidate == f"openvino/{fast}" and model.classifier.precision == fast
+        assert model.describe()["engine"]["precision_reason"].startswith(f"{fast}: bf16 instructions")
 
 
 def test_a_probability_drift_beyond_the_bar_is_refused_though_top1_agrees():
