@@ -46,8 +46,10 @@ How it measures (each model of `--variant` in turn, the matmul ceilings once for
 - Another kind of CPU, emulated on this one: `ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
   ATEN_CPU_CAPABILITY=avx2` (or `AVX512_CORE_BF16` for AVX-512 with bf16 but no AMX, ...) caps the instruction sets
   of oneDNN (OpenVINO, PyTorch's convolutions), MKL (PyTorch's fp32 matmuls) and PyTorch's own kernels; the target
-  is then the capped kind's, the report says so (`isa_emulation`), and ONNX Runtime's rows stay this CPU's (its
-  kernels have no such cap). The same instructions on another chip run at other speeds: a stand-in, not a measure.
+  is then the capped kind's and the report says so (`isa_emulation`). MLAS has no such cap: ONNX Runtime's rows stay
+  this CPU's, and so do the matmuls OpenVINO's fp32 runs on MLAS (its profile shows `gemm_mlas_f32`), so under an
+  AVX2 cap its fp32 row is not an AVX2 figure. The same instructions on another chip run at other speeds: a
+  stand-in, not a measure.
 - `--profile ENGINE`: that ONNX Runtime engine's kernel time per operator over one clip (ORT's profiler), or for
   ov-bf16 / ov-fp32 OpenVINO's counters per node type and kernel; either shows e.g. the landmark network's share
   (its convolutions and PRelu) against the ViT's matmuls.
@@ -112,7 +114,10 @@ def emulated_isa() -> tuple[str, str]:
     if kind is None:
         return isa, ""
     set_caps = ", ".join(f"{k}={v}" for k, v in caps.items())
-    return kind, f"emulated on a CPU with {isa} by capping the kernels ({set_caps}); ONNX Runtime's are not capped"
+    return kind, (
+        f"emulated on a CPU with {isa} by capping the kernels ({set_caps}); not capped: ONNX Runtime's, and the MLAS "
+        "kernels OpenVINO's fp32 runs some matmuls on"
+    )
 
 
 def target_speedup(isa: str) -> float:
