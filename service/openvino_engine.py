@@ -151,6 +151,10 @@ def compile_for_cpu(
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         # One call at a time (the batcher's worker), as fast as it can go: latency, not throughput streams.
         "PERFORMANCE_HINT": "LATENCY",
+        # OpenVINO pins its threads to cores, every process alike: two processes with one thread each (`s2d
+        # analyze`'s workers, replicas side by side) then share one core and each runs at half speed (BENCHMARKS.md,
+        # issue 28). Unpinned, one process using every core ran as fast as pinned.
+        "ENABLE_CPU_PINNING": False,
     }
     if cache_dir is not None:
         config["CACHE_DIR"] = str(cache_dir)
@@ -216,6 +220,11 @@ class OpenVinoClassifier(Classifier):
     @property
     def precision(self) -> str:
         return self.inference_precision
+
+    def warmup(self, max_batch: int) -> float:
+        """One clip: a batch of any size runs as calls of one clip, the only shape compiled (warming batch sizes
+        up to `max_batch` would run the same call over and over)."""
+        return super().warmup(min(max_batch, self.CLIPS_PER_CALL))
 
     def _cache_state(self) -> str:
         if self.cache_dir is None:

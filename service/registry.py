@@ -123,9 +123,9 @@ class ModelRegistry:
         )
 
     def _in_process(self, stored: StoredModel) -> tuple[Classifier, VariantChoice]:
-        """A pin (S2D_ENGINE=openvino or S2D_OPENVINO_PRECISION, S2D_VARIANT) is served untried; on CPU with
-        warm-up on, every candidate is tried (`_tried`); else the card's variant on ONNX Runtime (GPU providers: the
-        card's figures are the GPU's; warm-up off: no time for trials)."""
+        """A pin (S2D_ENGINE=openvino or S2D_OPENVINO_PRECISION, S2D_VARIANT) is served untried; on CPU with the
+        engine trial on (`engine_trial`, by default with warm-up), every candidate is tried (`_tried`); else the card's
+        variant on ONNX Runtime (GPU providers: the card's figures are the GPU's; trial off: no time for trials)."""
         s = self.settings
         if s.engine == "openvino" or s.openvino_precision != "auto":
             classifier = self._openvino(stored)
@@ -136,9 +136,10 @@ class ModelRegistry:
             return session, VariantChoice.of(session, "pinned", f"S2D_VARIANT={s.variant}")
         with_openvino = s.engine == "auto" and s.providers[0] == CPU and openvino_engine.available()
         candidates = stored.cpu_candidates() if s.providers[0] == CPU else []
-        if not s.warmup or len(candidates) + with_openvino < 2:
+        trial = s.warmup if s.engine_trial is None else s.engine_trial
+        if not trial or len(candidates) + with_openvino < 2:
             session = self._session(stored, choose_variant(stored, "auto", s.providers))
-            reason = "warm-up is off" if not s.warmup else f"one candidate for {s.providers[0]}"
+            reason = "the engine trial is off" if not trial else f"one candidate for {s.providers[0]}"
             return session, VariantChoice.of(session, "card", f"the card's variant for these providers ({reason})")
         return self._tried(stored, candidates, with_openvino)
 

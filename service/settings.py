@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(120.0, gt=0, description="deadline for one request, upload excluded: 504")
     warmup: bool = Field(True, description="run every batch size once at start-up before /readyz says ready")
+    engine_trial: bool | None = Field(
+        None,
+        description="on CPU, time the in-process engine candidates (ONNX Runtime's variants, OpenVINO) at start-up "
+        "and serve the fastest that agrees; off: the card's variant on ONNX Runtime; default: with warmup "
+        "(`s2d analyze` turns it on without warmup)",
+    )
     # 20 s: with uvicorn's last 5 s after it, inside the 30 s that compose (stop_grace_period) and Kubernetes
     # (terminationGracePeriodSeconds) wait before SIGKILL.
     shutdown_grace_s: float = Field(

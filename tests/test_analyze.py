@@ -76,6 +76,8 @@ def test_a_folder_becomes_rows_and_statuses_and_a_second_run_skips_what_was_done
     assert two["windows"] == len(windows) and math.isclose(two["duration_s"], 1.5)
     assert set(windows["video_key"]) == {two["video_key"]} and (windows["model"] == TEST_MODEL).all()
     assert (windows["model_family"] == "s2d-video").all() and (windows["model_variant"] == "fp32").all()
+    # Each worker timed the engines at its start (ONNX Runtime's variants, OpenVINO) and says which one ran.
+    assert videos["engine"].str.fullmatch(r"(onnxruntime|openvino)/\w+").all(), videos["engine"]
     probs = windows[[f"p_{c}" for c in TEST_CLASSES]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert (windows["label"] == np.array(TEST_CLASSES)[probs.argmax(axis=1)]).all()
@@ -127,11 +129,12 @@ def test_the_same_probabilities_as_the_rest_api(store, tmp_path):
     (blocked / "__init__.py").write_text("raise ImportError('s2d analyze imported torch')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(REPO)])}
     result = analyze(video, "-o", tmp_path / "out", "--store", store, "--model", TEST_MODEL, "--workers", "1",
-                     "--smoothing", "ema", env=env)  # fmt: skip
+                     "--smoothing", "ema", "--no-engine-trial", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    windows = load(tmp_path / "out").windows
-    # Without warm-up the server keeps the card's variant on ONNX Runtime's CPU provider, as `s2d analyze` does (with
-    # it, the server may time other engines and pick one whose float rounding differs).
+    windows, videos = load(tmp_path / "out")
+    assert videos["engine"].tolist() == ["onnxruntime/fp32"]
+    # Without warm-up the server keeps the card's variant on ONNX Runtime's CPU provider, as `s2d analyze
+    # --no-engine-trial` does (with the trial, either may time the engines and pick one whose float rounding differs).
     with running_server(store, models=[TEST_MODEL], warmup=False) as server, server.client() as client:
         params = {"mode": "faces", "model": TEST_MODEL, "smoothing": "ema"}
         files = {"file": (video.name, video.read_bytes(), "video/mp4")}
@@ -150,7 +153,8 @@ def test_the_same_probabilities_as_the_rest_api(store, tmp_path):
 
 def test_memory_is_bounded_by_the_window_not_the_video(store, tmp_path):
     """The worker's peak resident memory after a 60 s video is within 100 MiB of that after a 4 s one (the 600
-    decoded frames alone would be 400 MiB if they were kept). One window per engine call: with dynamic batching the
+    decoded frames alone would be 400 MiB if they were kept). ONNX Runtime's fp32, untimed (the same engine for
+    both runs, whatever the timings), one window per engine call: with dynamic batching the
     engine's memory grows with the largest batch it met, which depends on how fast the pipeline fills the queue, so
     on the machine's speed (a clean run on a quiet machine once grew 134 MiB that way)."""
     settings = tmp_path / "one-window-per-call.toml"
@@ -159,7 +163,7 @@ def test_memory_is_bounded_by_the_window_not_the_video(store, tmp_path):
     for name, frames in (("short", 40), ("long", 600)):
         video = face_clip(tmp_path / f"{name}.mp4", frames)
         result = analyze(video, "-o", tmp_path / name, "--store", store, "--model", TEST_MODEL, "--workers", "1",
-                         "--settings", settings)  # fmt: skip
+                         "--settings", settings, "--no-engine-trial")  # fmt: skip
         assert result.returncode == 0, result.stderr
         (row,) = load(tmp_path / name).videos.itertuples()
         assert row.frames_decoded == frames and row.windows >= 0.8 * frames / 10 * 2  # 1 s windows, 0.5 s hop

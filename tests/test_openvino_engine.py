@@ -76,6 +76,8 @@ def test_openvino_gives_onnxruntime_fp32_probabilities(stored, clips, reference,
     # compiled for one clip per call (static shapes: faster kernels), so a batch of several ran clip by clip
     assert engine.compiled.inputs[0].get_partial_shape().is_static and engine.compiled.inputs[0].get_shape()[0] == 1
     assert len(clips) > 1 and engine.engine()["clips_per_call"] == 1
+    # threads not pinned to cores: processes side by side would otherwise pin theirs to the same ones
+    assert engine.compiled.get_property("ENABLE_CPU_PINNING") is False
     with pytest.raises(ValueError, match="expected uint8"):  # the shared shape check
         engine.run(clips[:, :1])
 

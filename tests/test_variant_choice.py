@@ -136,10 +136,20 @@ def test_a_pinned_variant_is_served_untimed(store, monkeypatch):
 
 def test_without_warm_up_the_card_chooses(store, monkeypatch):
     monkeypatch.setattr(registry_module, "trial_candidates", never)
-    model = load(store, warmup=False).models[TEST_MODEL]
-    choice = model.describe()["variant_choice"]
-    assert choice == {**model.choice.describe(), "how": "card", "seconds_per_clip": {}, "engine": "onnxruntime"}
-    assert model.classifier.variant in ("fp32", "int8")
+    for settings in ({"warmup": False}, {"engine_trial": False}):  # the trial follows warm-up, unless set itself
+        model = load(store, **settings).models[TEST_MODEL]
+        choice = model.describe()["variant_choice"]
+        assert choice == {**model.choice.describe(), "how": "card", "seconds_per_clip": {}, "engine": "onnxruntime"}
+        assert model.classifier.variant in ("fp32", "int8") and "the engine trial is off" in choice["why"]
+
+
+def test_the_engine_trial_runs_without_warm_up_where_asked(store, monkeypatch, tmp_path):
+    """`s2d analyze`'s workers: the engines timed at start, no batch size warmed (settings.engine_trial)."""
+    offered: list[list[str]] = []
+    given = {ORT_FP32: 1.0, ORT_INT8: 0.5, **{f"openvino/{p}": 0.9 for p in warmup_precisions()}}
+    monkeypatch.setattr(registry_module, "trial_candidates", timings(given, offered))
+    model = load(store, tmp_path, warmup=False, engine_trial=True).models[TEST_MODEL]
+    assert len(offered) == 1 and model.choice.how == "measured" and model.choice.candidate == ORT_INT8
 
 
 # ---------------------------------------------------------------------------------------------------------------------

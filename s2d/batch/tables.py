@@ -34,7 +34,7 @@ WINDOW_COLUMNS = [*KEY_COLUMNS, "track_id", "t_start", "t_end", "label", "confid
                   *BOX_COLUMNS, *KEYPOINT_COLUMNS]  # fmt: skip
 VIDEO_COLUMNS = [*KEY_COLUMNS, "status", "error_code", "error_message", "duration_s", "fps", "width",
                  "height", "frames_decoded", "faces_detected", "persons", "windows", "seconds", "peak_rss_mib",
-                 "worker", "node_id", "size_bytes", "mtime_ns", "analysed_at", "options"]  # fmt: skip
+                 "worker", "node_id", "engine", "size_bytes", "mtime_ns", "analysed_at", "options"]  # fmt: skip
 COUNT_COLUMNS = ["track_id", "width", "height", "frames_decoded", "faces_detected", "persons", "windows", "size_bytes",
                  "mtime_ns"]  # fmt: skip
 

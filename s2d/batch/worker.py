@@ -86,8 +86,9 @@ class Worker:
 
     def run(self, job: Job) -> Record:
         started = time.perf_counter()
-        model = self.analyser.registry.models[job.model].ref()
-        row = _video_row(job, model) | {"node_id": self.node_id}
+        loaded = self.analyser.registry.models[job.model]
+        # engine: the worker's engine and precision or variant (e.g. openvino/bf16), its start-up trial's choice
+        row = _video_row(job, loaded.ref()) | {"node_id": self.node_id, "engine": loaded.choice.candidate}
         try:
             response = self.analyser.analyse(Path(job.video.path), ClassifyOptions(**job.options))
         except ServiceError as err:  # media errors included: the decoder's refusal, with its stable code

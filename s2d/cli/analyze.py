@@ -66,8 +66,9 @@ def _store(settings):
 
 def _settings(args: argparse.Namespace):
     """The service settings the workers load (their models only, one engine thread per worker's share of the cores,
-    no limit on a video's length: memory is bounded by the window, not the video) and the models' names."""
-    settings = pipeline_settings(args, max_video_seconds=7 * 24 * 3600.0)
+    no limit on a video's length: memory is bounded by the window, not the video; each worker times the engines at
+    start, as the service's warm-up does, unless --no-engine-trial) and the models' names."""
+    settings = pipeline_settings(args, max_video_seconds=7 * 24 * 3600.0, engine_trial=not args.no_engine_trial)
     models = args.model or [_store(settings).default().name]
     threads = 1 if args.ray else max(1, len(os.sched_getaffinity(0)) // _workers(args))
     return settings.model_copy(update={"models": models, "intra_op_threads": threads}), models
@@ -109,4 +110,11 @@ def add_commands(commands) -> None:
     p.add_argument("--ray", metavar="ADDRESS", help="run on the Ray cluster at ADDRESS (host:port, or auto)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs each actor holds")
     p.add_argument("--retries", type=int, default=3, help="with --ray: tries of a video after its node is lost")
+    p.add_argument(
+        "--no-engine-trial",
+        action="store_true",
+        help="run the card's variant on ONNX Runtime at once "
+        "instead of timing the engines at each worker's start (ONNX Runtime's variants, OpenVINO: a few "
+        "clips each) and running the fastest that agrees; the videos table's engine column says which",
+    )
     p.set_defaults(func=cmd_analyze)
