@@ -4,9 +4,9 @@ OpenVINO for this CPU, in this process (the `openvino` package of the `cpu` extr
 The ONNX file and the card stay the one contract: OpenVINO reads `model.onnx` (the fp32 variant) directly, and no
 other format is kept in the store. It compiles it with the inference precision this CPU does best: bf16 where AMX
 backs it, fp32 where the CPU has no bf16 unit, and where it has bf16 instructions without AMX (AVX-512 BF16) the
-warm-up choice times both (`warmup_precisions`). The compiled model
-is cached on disk (OpenVINO's CACHE_DIR, `settings.openvino_cache_dir`): a restart loads it instead of compiling
-again. One cached blob per model serves every precision (OpenVINO applies the precision when it loads the blob).
+warm-up choice times both (`warmup_precisions`). The compiled model is cached on disk (OpenVINO's CACHE_DIR,
+`settings.openvino_cache_dir`): a restart loads it instead of compiling again. One cached blob per model serves every
+precision (OpenVINO applies the precision when it loads the blob).
 """
 
 from __future__ import annotations
