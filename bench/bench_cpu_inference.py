@@ -1,7 +1,7 @@
 """CPU inference target (issues 10, 19, 28): s2d_base clips/s on this CPU, PyTorch fp32 eager vs ONNX Runtime
 variants vs OpenVINO (bf16, fp32), side by side in one run, with each engine's agreement with PyTorch fp32. Target
 (issue 28): >= 6x PyTorch fp32 clips/s on a CPU with AMX, >= 3x on AVX-512 without AMX, >= 1.5x on AVX2 only, at
->= 99% top-1 agreement; the script prints the CPU's instruction sets and PASS or FAIL per engine.
+>= 99% top-1 agreement over >= 64 clips; the script prints the CPU's instruction sets and PASS or FAIL per engine.
 
     python bench/bench_cpu_inference.py                         # s2d_base, random weights (seed 0) + fitted head
     python bench/bench_cpu_inference.py --checkpoint runs/x/best.safetensors --fit-clips 0   # trained weights
@@ -75,6 +75,7 @@ TARGET_SPEEDUP_AMX = 6.0
 TARGET_SPEEDUP_AVX512 = 3.0
 TARGET_SPEEDUP_AVX2 = 1.5
 TARGET_AGREEMENT = 0.99
+TARGET_CLIPS = 64  # the agreement counts for the target only over at least this many clips (issue 28)
 # int8 recipes compared (name -> quantize_int8 keyword arguments; "fused": start from the transformer optimiser's
 # graph). "int8" is the one training.export ships.
 INT8_RECIPES = {
@@ -629,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += [{**row, "isa_emulation": emulation} if emulation else row for row in model_rows]
     if peaks:
         rows.append({"engine": "matmul-peaks", "gflop_per_s": peaks})
-    print(f"target on {isa} (batch 1, >= {100 * TARGET_AGREEMENT:g}% top-1): "
+    print(f"target on {isa} (batch 1, >= {100 * TARGET_AGREEMENT:g}% top-1 over >= {TARGET_CLIPS} clips): "
           + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in verdicts.items()))  # fmt: skip
     report = write_report("cpu_inference", rows)
     print(f"report: {report}")
@@ -704,7 +705,8 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
             if batch == 1:
                 row.update(agreement_figures(reference, logits[engine.name]))
                 speedup = min(row["speedup_vs_pytorch_fp32"], row["speedup_best_vs_pytorch_fp32"])
-                row["target_met"] = bool(speedup >= target and row["top1_agreement"] >= TARGET_AGREEMENT)
+                agrees = row["top1_agreement"] >= TARGET_AGREEMENT and row["agreement_clips"] >= TARGET_CLIPS
+                row["target_met"] = bool(speedup >= target and agrees)
             rows.append(row)
     print_table(rows)
     print(f"PyTorch fp32 classes over the {len(reference)} clips: {np.bincount(reference.argmax(-1)).tolist()}, "
@@ -712,6 +714,7 @@ def bench_model(name: str, args, isa: str, peaks: dict[str, float] | None) -> tu
     verdict = [r for r in rows if r.get("batch") == 1 and r["engine"] != "pytorch-fp32"]
     passed = any(r["target_met"] for r in verdict)
     print(f"{model_name} target on {isa}: >= {target:g}x PyTorch fp32 at >= {100 * TARGET_AGREEMENT:g}% top-1 "
+          f"over >= {TARGET_CLIPS} clips "
           f"(batch 1): {'PASS' if passed else 'FAIL'}")  # fmt: skip
     if peaks:  # what limits the speedup: the clip's FLOPs at each engine's matmul peak
         gflop = model_gflop(model)
