@@ -83,7 +83,7 @@ def warmup_precisions(isa: str | None = None, native: bool | None = None) -> dic
     if not (native_bf16() if native is None else native):
         return {"fp32": f"fp32: no bf16 unit on this CPU ({isa}); bf16 would be emulated, slower than fp32"}
     if AMX_BF16 in flags:
-        return {"bf16": f"bf16: this CPU has {AMX_BF16}, a bf16 matmul unit (BENCHMARKS.md: about 3.6x fp32)"}
+        return {"bf16": f"bf16: this CPU has {AMX_BF16}, a bf16 matmul unit (BENCHMARKS.md: s2d_base 3.6x fp32)"}
     units = " and ".join(f for f in BF16_FLAGS if f in flags) or "native bf16"
     why = f"bf16 instructions ({units}) without AMX: bf16 is not surely faster than fp32, so the warm-up times both"
     return {"fp32": f"fp32: {why}", "bf16": f"bf16: {why}"}
