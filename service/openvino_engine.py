@@ -138,44 +138,15 @@ def with_batch(model, batch: int):
     return model
 
 
-def attention_with_transposed_keys(model):
-    """`model` (an openvino.Model) with every non-causal ScaledDotProductAttention (how OpenVINO reads the graph's
-    MultiHeadAttention) written out as its definition, softmax(q * scale @ k^T + mask) @ v, the key handed to the first
-    MatMul as its transposed operand. Left to OpenVINO, the op's expansion moves the key into [heads, dim, tokens]
-    with a separate transpose kernel, the slowest one left in an s2d_base clip; as a transposed operand the fused
-    attention kernel reads the key as it is: 1.03x per clip, the same logits to bf16's rounding (BENCHMARKS.md,
-    issue 28). Returns the model, changed in place."""
-    ops = _openvino().opset13
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "ScaledDotProductAttention" or op.get_attributes().get("causal"):
-            continue
-        q, k, v, *extra = op.input_values()
-        head_dim = q.get_partial_shape()[-1]
-        mask = extra[0] if extra else None
-        if head_dim.is_dynamic or (mask is not None and mask.get_element_type() != q.get_element_type()):
-            continue  # a boolean mask, or a head size only known at run time: OpenVINO's own expansion
-        scale = extra[1] if len(extra) > 1 else ops.constant(np.float32(head_dim.get_length() ** -0.5))
-        scores = ops.matmul(ops.multiply(q, scale), k, transpose_a=False, transpose_b=True)
-        weights = ops.softmax(scores if mask is None else ops.add(scores, mask), -1)
-        out = ops.matmul(weights, v, transpose_a=False, transpose_b=False)
-        out.set_friendly_name(op.get_friendly_name())
-        op.output(0).replace(out.output(0))
-    model.validate_nodes_and_infer_types()
-    return model
-
-
 def compile_for_cpu(
     path, precision: str, threads: int = 0, cache_dir: Path | None = None, batch: int | None = None, **properties
 ):
     """OpenVINO's CompiledModel of the ONNX file `path` (or an openvino.Model) for the CPU at `precision` (bf16 or
     fp32), `threads` inference threads (0: OpenVINO's choice, one per core), cached in `cache_dir` (None: no cache),
-    its batch fixed at `batch` (None: as the file has it), its attentions written out with transposed keys
-    (`attention_with_transposed_keys`), with further OpenVINO `properties` (the benchmark's int8 options). The
-    service's engine and the CPU benchmark compile alike through here."""
-    model = _core().read_model(str(path)) if isinstance(path, str | Path) else path
+    its batch fixed at `batch` (None: as the file has it), with further OpenVINO `properties` (the benchmark's int8
+    options). The service's engine and the CPU benchmark compile alike through here."""
     if batch is not None:
-        model = with_batch(model, batch)
-    model = attention_with_transposed_keys(model)
+        path = with_batch(_core().read_model(str(path)) if isinstance(path, str | Path) else path, batch)
     config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         # One call at a time (the batcher's worker), as fast as it can go: latency, not throughput streams.
@@ -189,7 +160,7 @@ def compile_for_cpu(
         config["CACHE_DIR"] = str(cache_dir)
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return _core().compile_model(model, DEVICE, config | properties)
+    return _core().compile_model(str(path) if isinstance(path, Path) else path, DEVICE, config | properties)
 
 
 def outputs_by_name(results) -> dict[str, np.ndarray]:
