@@ -120,13 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-detect-every", type=int, default=fields["stream_full_detect_every"].default)
     parser.add_argument("--compare", action="store_true", help="also run with the per-frame savings off")
     args = parser.parse_args(argv)
+    service = Settings()  # the service's defaults (and S2D_* variables)
     if args.detect_every is None:
-        args.detect_every = StreamConfig.from_settings(Settings()).detect_every_frames(args.fps)
+        args.detect_every = StreamConfig.from_settings(service).detect_every_frames(args.fps)
     print(f"machine: {machine()}")
     print(f"command: {' '.join(sys.argv)}")
     jpegs = clip_frames()
     restricted = {"detect_size_ratio": args.detect_size_ratio, "full_detect_every": args.full_detect_every}
-    used_only = {"frame_interval_s": 1 / args.fps} if Settings().stream_decode_only_used else {}
+    used_only = {"frame_interval_s": 1 / args.fps} if service.stream_decode_only_used else {}
     configs = {"default": ({}, restricted | used_only)}  # label: (MTCNN options, FacePipeline options)
     if args.compare:
         direct = {"chained_pyramid": False}

@@ -25,11 +25,17 @@ class Adapter(nn.Module):
         self.D_fc2 = nn.Linear(hidden_dim, dim)
         self.attn = Attention(hidden_dim, num_heads, qkv_bias=False) if num_heads else None
 
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        """D -> d, GELU: per token."""
+        return self.act(self.D_fc1(x))
+
+    def up(self, h: torch.Tensor) -> torch.Tensor:
+        """d -> D: per token."""
+        return self.D_fc2(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.D_fc1(x))
-        if self.attn is not None:
-            x = self.attn(x)
-        return self.D_fc2(x)
+        h = self.down(x)
+        return self.up(self.attn(h) if self.attn is not None else h)
 
 
 class TemporalModelingAdapter(nn.Module):
@@ -41,11 +47,11 @@ class TemporalModelingAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         # x: [B*T, L, D] tokens of B clips, frames consecutive -> attend over T for each (clip, position).
-        # T_Adapter's linear maps act per token, so the frames are brought together after D_fc1 and put back before
-        # D_fc2: the same values as transposing x itself, with a quarter of the width (d, not D) to move.
+        # T_Adapter's down and up maps act per token, so the frames are brought together after `down` and put back
+        # before `up`: the same values as transposing x itself, with a quarter of the width (d, not D) to move.
         frames, length, _ = x.shape
         t = self.T_Adapter
-        h = t.act(t.D_fc1(x))  # [B*T, L, d]
+        h = t.down(x)  # [B*T, L, d]
         h = h.view(frames // num_frames, num_frames, length, -1).transpose(1, 2)  # [B, L, T, d]
         h = t.attn(h).transpose(1, 2).reshape(frames, length, -1)  # back to [B*T, L, d]
-        return self.S_Adapter(self.norm(t.D_fc2(h)))
+        return self.S_Adapter(self.norm(t.up(h)))
